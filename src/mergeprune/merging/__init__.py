@@ -1,0 +1,1 @@
+"""Mergers: build one grouped multitask network from single-task teachers."""

@@ -1,0 +1,1 @@
+"""Pruners: masks on conv and linear weights, shared by every pruning method."""

@@ -1,0 +1,17 @@
+"""pruner=none: keep every weight (the dense reference)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mergeprune.models.grouped import GroupedNet
+
+
+class NoPruner:
+    """Leave the network dense."""
+
+    def __init__(self, name: str = "none", granularity: str = "unstructured"):
+        self.name, self.granularity = name, granularity
+
+    def __call__(self, net: GroupedNet, job: Any, tag: str) -> GroupedNet:
+        return net

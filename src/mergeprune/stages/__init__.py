@@ -1,0 +1,1 @@
+"""The pipeline's stages: teachers, merge, prune, finetune, evaluate."""

@@ -1,0 +1,1 @@
+"""Lightning training of grouped networks (teachers, students, masked finetuning)."""
