@@ -157,6 +157,19 @@ class GroupedNet(nn.Module):
         """Intersect a layer's mask with a keep mask of weight shape (pruning never revives weights)."""
         self.mask(name).mul_(keep.to(self.mask(name).dtype))
 
+    @torch.no_grad()
+    def prune_neurons(self, name: str, keep: Tensor) -> None:
+        """Remove the neurons of a hidden layer where keep is False: their inputs, bias and outgoing weights."""
+        idx = self.names.index(name)
+        if idx == len(self.names) - 1:
+            raise ValueError("task heads keep all their outputs; only hidden layers lose neurons")
+        keep = keep.to(torch.bool)
+        self.mask(name)[~keep] = 0
+        nxt = self.names[idx + 1]
+        cols = self.expand_inputs(idx + 1, keep[None, :].expand(len(self.groups(nxt)), -1))
+        self.mask(nxt).mul_(cols.to(self.mask(nxt).dtype))
+        self.apply_masks()
+
     # ----- forward ---------------------------------------------------------------------------------
     def forward(self, x: Tensor, tasks: Sequence[str] | str | None = None) -> dict[str, Tensor]:
         """Outputs per task; with a subset, only the neurons that subset needs are computed."""
