@@ -1,0 +1,110 @@
+"""Entropy and mutual information of neuron activations: the Kolchinsky-Tracey pairwise-distance bound.
+
+The B rows of a sample matrix Z (B x d) are read as the centres of a Gaussian mixture with isotropic
+noise variance sigma^2 and equal weights. With D_ij = ||z_i - z_j||^2 the pairwise-distance (KL)
+upper bound on the mixture entropy (Kolchinsky & Tracey, Entropy 2017) is
+
+    H(Z) = d/2 - mean_i [ logsumexp_j(-D_ij / (2 sigma^2)) - log B - (d/2) log(2 pi sigma^2) ],
+
+and for a discrete label y, MI(Z; y) = H(Z) - sum_c p(c) H(Z[y = c]), each conditional entropy
+taken over the rows of class c (a class absent from the batch contributes 0). The d-dependent terms
+cancel in the MI, which therefore depends on Z only through D. Writing P_ij = exp(-D_ij / 2 sigma^2),
+S_i = sum_j P_ij and S_ic = sum_{j in c} P_ij, the MI of one label is
+
+    MI = log B - mean_i log S_i + (1/B) sum_c sum_{i in c} log S_ic - (1/B) sum_c n_c log n_c,
+
+so the class sums of every row come from one matmul with a class-membership matrix. P_ii = 1, hence
+every logarithm taken is of a number >= 1 and nothing underflows. A task's MI (PAM's convention) is
+the sum of the MIs of its discrete labels (`task_labels`), not their joint MI. Units: nats.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mergeprune.tasks import Task
+
+
+def pairwise_sq_dists(z: Tensor) -> Tensor:
+    """Squared Euclidean distances between the rows of z: [..., B, d] -> [..., B, B]."""
+    return torch.cdist(z, z, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
+
+
+def neuron_sq_dists(acts: Tensor) -> Tensor:
+    """Per-neuron squared distances of activations [B, N] -> [N, B, B] (they add up over neurons)."""
+    a = acts.t()
+    return (a[:, :, None] - a[:, None, :]).pow(2)
+
+
+def entropy_from_dists(d2: Tensor, dim: int, sigma2: float) -> Tensor:
+    """Entropy upper bound (nats) of a d-dimensional sample from its squared distances [..., B, B]."""
+    b = d2.shape[-1]
+    lse = torch.logsumexp(-d2 / (2 * sigma2), dim=-1)
+    return dim / 2 - (lse.mean(-1) - math.log(b) - dim / 2 * math.log(2 * math.pi * sigma2))
+
+
+def entropy(z: Tensor, sigma2: float) -> Tensor:
+    """Entropy upper bound (nats) of the rows of z [..., B, d] under isotropic noise sigma2."""
+    return entropy_from_dists(pairwise_sq_dists(z), z.shape[-1], sigma2)
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Discrete labels of a batch as a class-membership matrix, ready for the vectorised MI."""
+
+    membership: Tensor  # [B, G] 0/1: sample i belongs to (label, class) group g
+    n_labels: int  # K discrete labels; their MIs are summed
+    constant: float  # K log B - (1/B) sum_g n_g log n_g, the label-only part of the MI
+
+    @staticmethod
+    def from_tensor(labels: Tensor) -> Labels:
+        """From integer labels [B] (one label) or [K, B] (K labels, each with its own classes)."""
+        labels = labels.long()
+        if labels.dim() == 1:
+            labels = labels[None]
+        cols = [labels[k] == c for k in range(len(labels)) for c in torch.unique(labels[k])]
+        member = torch.stack(cols, dim=1).to(torch.get_default_dtype())
+        b = labels.shape[1]
+        n = member.double().sum(0)
+        const = len(labels) * math.log(b) - float((n * n.log()).sum()) / b
+        return Labels(member, len(labels), const)
+
+    def to(self, dtype: torch.dtype) -> Labels:
+        """The same labels with the membership matrix in another dtype."""
+        return Labels(self.membership.to(dtype), self.n_labels, self.constant)
+
+
+def task_labels(task: Task, target: Tensor) -> Labels:
+    """A task's discrete labels from its targets: one binary label per attribute, else its class index.
+
+    For categorical tasks a sample outside the listed classes (target IGNORE) forms a class of its own.
+    """
+    if task.kind == "attributes":
+        return Labels.from_tensor((target > 0).long().t())
+    return Labels.from_tensor(target.long())
+
+
+def mi_from_kernel(p: Tensor, labels: Labels) -> Tensor:
+    """Summed MI of the labels with a sample, from its kernel P = exp(-D / 2 sigma^2) [..., B, B]."""
+    b = p.shape[-1]
+    m = labels.membership.to(p.dtype)
+    s = p.sum(-1)  # [..., B]
+    sg = p @ m  # [..., B, G]
+    within = (m * sg.clamp_min(1e-30).log()).sum((-1, -2)) / b
+    return labels.constant - labels.n_labels * s.log().mean(-1) + within
+
+
+def mi_from_dists(d2: Tensor, labels: Labels, sigma2: float) -> Tensor:
+    """Summed MI (nats) of the labels with a sample given by its squared distances [..., B, B]."""
+    return mi_from_kernel(torch.exp(-d2 / (2 * sigma2)), labels)
+
+
+def mutual_information(z: Tensor, labels: Labels | Tensor, sigma2: float) -> Tensor:
+    """MI (nats) of the rows of z [B, d] with discrete labels ([B], [K, B] or Labels), summed over labels."""
+    if not isinstance(labels, Labels):
+        labels = Labels.from_tensor(labels)
+    return mi_from_dists(pairwise_sq_dists(z), labels, sigma2)

@@ -1,0 +1,347 @@
+"""merger=mtz: Multi-Task Zipping (He, Zhou, Thiele, NeurIPS 2018), the state-of-the-art baseline of PAM.
+
+The teachers are zipped layer by layer from the input. For hidden layer l:
+
+1. Per task t, the layer Hessian H_t = E[x~ x~^T] of the layer input restricted to the already-shared
+   inputs and augmented with 1 (conv: the C_in-dim vector at one spatial position, averaged over
+   samples and positions, one Hessian for every kernel position; linear after conv: the flattened
+   input). It is computed on a fixed sample of the training data, on the samples the task has labels
+   for (all of them for attribute tasks), and inverted with relative damping.
+2. Every pair (neuron i of A, neuron j of B) costs dE = 1/2 (w_i - w_j)^T (H_A^-1 + H_B^-1)^-1 (w_i - w_j),
+   w = [incoming weights from the shared inputs; bias], summed over the kernel positions for conv.
+3. Greedily, by ascending cost, pairs whose ends are both unused are zipped until `share` of the
+   layer's neurons are. A zipped neuron gets w* = w_A + H_A^-1 (H_A^-1 + H_B^-1)^-1 (w_B - w_A)
+   (the minimiser of the two tasks' summed quadratic errors); for conv the merged bias is the mean
+   over kernel positions. More than two tasks are zipped in one after the other: the new task's
+   neurons pair with the shared ones, whose inverse Hessian is the sum of the merged tasks' inverse
+   Hessians (as in MTZ's code), so every zipped neuron is shared by all tasks.
+4. The network is rebuilt: unzipped neurons keep their incoming weights; outgoing weights are not
+   updated, but the next layer's (and the heads') columns are rewired, so a neuron of teacher t that
+   read a now-zipped neuron reads the shared one with its own original weight.
+5. The whole network is retrained lightly (`retrain_steps` Adam steps on all tasks, masks enforced
+   after every step).
+
+Representation: a zipped neuron has task set = all tasks; an unzipped neuron of teacher t has task set
+{t}. A zipped neuron therefore reads only zipped neurons of the previous layer. MTZ keeps its inputs
+from each network's unshared neurons as task-specific links (W_inter), which a grouped network cannot
+express: here those inputs are dropped. With `share=0` the result equals merger=none; with `share=1`
+every hidden neuron is shared by all tasks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mergeprune.errors import ConfigError, TrainingError
+from mergeprune.merging.assemble import assemble, side_by_side
+from mergeprune.models.grouped import GroupedNet
+from mergeprune.tasks import IGNORE
+from mergeprune.training.module import MultiTaskModule
+
+
+@dataclass
+class ZipPlan:
+    """The new neurons of one layer: which teacher neurons they come from, and the zipped weights."""
+
+    members: Tensor  # [new neurons, tasks] old row index of each task's constituent, -1 where none
+    bits: list[int]  # task set of each new neuron
+    weight: Tensor  # [zipped, *weight row shape] merged incoming weights (zero off the shared inputs)
+    bias: Tensor  # [zipped] merged biases
+    costs: list[float]  # dE of every accepted pair (all zipping steps)
+    pairs: list[list[int]]  # per zipped neuron, the teacher-local index of each task's constituent
+
+
+class MtzMerger:
+    """Zip the teachers' neurons layer by layer by Hessian-weighted weight similarity (MTZ)."""
+
+    separate = False
+
+    def __init__(self, name: str = "mtz", share: float | Mapping[str, float] = 0.5,
+                 retrain_steps: int = 100, lr: float = 1e-3, hessian_samples: int = 512,
+                 damping: float = 1e-4, seed: int = 0):
+        self.name = name
+        self.share = _check_share(share)
+        if isinstance(retrain_steps, bool) or not isinstance(retrain_steps, int) or retrain_steps < 0:
+            raise ConfigError(f"merger.retrain_steps={retrain_steps}; allowed: an integer >= 0")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+            raise ConfigError(f"merger.lr={lr}; allowed: a number > 0")
+        if isinstance(hessian_samples, bool) or not isinstance(hessian_samples, int) or hessian_samples < 1:
+            raise ConfigError(f"merger.hessian_samples={hessian_samples}; allowed: an integer >= 1")
+        if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not damping >= 0:
+            raise ConfigError(f"merger.damping={damping}; allowed: a number >= 0")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"merger.seed={seed}; allowed: an integer")
+        self.retrain_steps, self.lr = retrain_steps, float(lr)
+        self.hessian_samples, self.damping, self.seed = hessian_samples, float(damping), seed
+        self.report: dict[str, Any] = {}
+
+    def __call__(self, teachers: Sequence[GroupedNet], job: Any) -> GroupedNet:
+        """The zipped network of the teachers (teachers[k] is the teacher of job.tasks[k])."""
+        start = time.perf_counter()
+        sources = side_by_side(teachers)
+        net = assemble(teachers, sources, [[1 << k for k, _ in layer] for layer in sources])
+        shares = self._layer_shares(net.names[:-1])
+        x, targets = job.data.sample(self.hessian_samples, "train", seed=self.seed)
+        valid = [_labelled(t) for t in targets[: len(teachers)]]
+        layers: dict[str, dict[str, Any]] = {}
+        for idx, name in enumerate(net.names[:-1]):
+            width = net.layer_specs[idx].width
+            count = math.floor(shares[name] * width + 0.5) if len(teachers) > 1 else 0
+            if idx > 0 and not (net.input_groups(idx) == net.full_set).any():
+                count = 0  # nothing shared below: a zipped neuron would have no inputs
+            plan = self.zip_layer(net, idx, count, x, valid)
+            net = rebuild(net, idx, plan)
+            loss = self._retrain(net, job, idx)
+            mean_cost = sum(plan.costs) / len(plan.costs) if plan.costs else 0.0
+            layers[name] = {"zipped": len(plan.pairs), "mean_cost": mean_cost,
+                            "retrain_loss": loss, "pairs": plan.pairs}
+            loss_txt = "-" if loss is None else f"{loss:.4f}"
+            print(f"merge/mtz: {name} zipped {len(plan.pairs)}/{width} pairs, mean pair cost "
+                  f"{mean_cost:.4g}, retrain loss {loss_txt} ({self.retrain_steps} steps)")
+        net.eval()
+        self.report = {"layers": layers, "seconds": time.perf_counter() - start}
+        return net
+
+    def _layer_shares(self, names: Sequence[str]) -> dict[str, float]:
+        """The share of every hidden layer (layers missing from a per-layer map share nothing)."""
+        if isinstance(self.share, float):
+            return dict.fromkeys(names, self.share)
+        unknown = sorted(set(self.share) - set(names))
+        if unknown:
+            raise ConfigError(f"merger.share names unknown layers {unknown}; allowed: {list(names)}")
+        return {n: self.share.get(n, 0.0) for n in names}
+
+    @torch.no_grad()
+    def zip_layer(self, net: GroupedNet, idx: int, count: int, x: Tensor,
+                  valid: Sequence[Tensor]) -> ZipPlan:
+        """Choose and merge `count` neurons of each teacher in hidden layer idx (not yet zipped)."""
+        name, n_tasks = net.names[idx], len(net.tasks)
+        rows = [(net.groups(name) == 1 << t).nonzero().flatten() for t in range(n_tasks)]
+        if count == 0:
+            return _plan(net, idx, rows, [[] for _ in rows], torch.empty(0), [])
+        shared = (net.input_groups(idx) == net.full_set).nonzero().flatten()
+        conv = net.layer_specs[idx].kind == "conv"
+        feats = layer_input(net, idx, x)[:, shared]
+        hinv = [inverse(layer_hessian(feats[v], conv), self.damping) for v in valid]
+        vecs = [neuron_vectors(net, idx, r, shared) for r in rows]
+        left, right, costs = greedy_match(pair_costs(vecs[0], vecs[1], hinv[0], hinv[1]), count)
+        chosen = [left, right]
+        merged = merge_weights(vecs[0][left], vecs[1][right], hinv[0], hinv[1])
+        hinv_shared = hinv[0] + hinv[1]
+        for t in range(2, n_tasks):
+            left, right, step_costs = greedy_match(pair_costs(merged, vecs[t], hinv_shared, hinv[t]), count)
+            chosen = [c[left] for c in chosen] + [right]
+            merged = merge_weights(merged[left], vecs[t][right], hinv_shared, hinv[t])
+            hinv_shared = hinv_shared + hinv[t]
+            costs = costs + step_costs
+        return _plan(net, idx, rows, chosen, merged, costs)
+
+    def _retrain(self, net: GroupedNet, job: Any, idx: int) -> float | None:
+        """A few Adam steps of the whole network on all tasks; mean loss of the last ten steps."""
+        if self.retrain_steps == 0:
+            return None
+        module = MultiTaskModule(net, job.tasks, {"name": "adam", "lr": self.lr}, 1, stage="merge/mtz")
+        optimizer = torch.optim.Adam(net.parameters(), lr=self.lr)
+        batch = int(getattr(job.data, "batch_size", 64))
+        net.train()
+        losses = []
+        for step in range(self.retrain_steps):
+            seed = (self.seed * 1000 + idx) * 100_003 + step + 1
+            x, targets = job.data.sample(batch, "train", seed=seed)
+            total = sum(module.task_losses(x, targets).values())
+            if not torch.isfinite(total):
+                raise TrainingError(f"merge/mtz: retraining loss became {float(total)} after layer "
+                                    f"{net.names[idx]}, step {step}; lower merger.lr={self.lr}")
+            optimizer.zero_grad()
+            total.backward()
+            optimizer.step()
+            net.apply_masks()
+            losses.append(float(total))
+        tail = losses[-10:]
+        return sum(tail) / len(tail)
+
+
+def _check_share(share: Any) -> float | dict[str, float]:
+    """Validate merger.share: a fraction in 0..1, or a map from layer name to such a fraction."""
+    allowed = "allowed: a number in 0..1, or a map {layer: number in 0..1}"
+    if isinstance(share, Mapping):
+        return {str(k): _fraction(v, f"merger.share.{k}", allowed) for k, v in share.items()}
+    return _fraction(share, "merger.share", allowed)
+
+
+def _fraction(value: Any, key: str, allowed: str) -> float:
+    """A number in 0..1, or a ConfigError naming the key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{key}={value!r}; {allowed}")
+    return float(value)
+
+
+def _labelled(target: Tensor) -> Tensor:
+    """Samples a task has a label for (categorical tasks ignore samples outside their classes)."""
+    keep = target != IGNORE if not target.is_floating_point() else torch.ones(len(target), dtype=torch.bool)
+    return keep if keep.any() else torch.ones_like(keep)
+
+
+# ----- the MTZ arithmetic ------------------------------------------------------------------------
+@torch.no_grad()
+def layer_input(net: GroupedNet, idx: int, x: Tensor) -> Tensor:
+    """The input of layer idx (activations of the layer below after ReLU and pooling)."""
+    for sp, name in zip(net.layer_specs[:idx], net.names[:idx], strict=True):
+        layer = net.layers[name]
+        x = F.relu(layer(x) if sp.kind == "conv" else layer(x.flatten(1)))
+        if sp.pool > 1:
+            x = F.max_pool2d(x, sp.pool)
+    return x
+
+
+def layer_hessian(feats: Tensor, conv: bool) -> Tensor:
+    """E[x~ x~^T] of the input augmented with 1: per spatial position for conv, flattened for linear."""
+    rows = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]) if conv else feats.flatten(1)
+    rows = torch.cat([rows.double(), torch.ones(len(rows), 1, dtype=torch.float64)], dim=1)
+    return rows.T @ rows / len(rows)
+
+
+def inverse(hessian: Tensor, damping: float) -> Tensor:
+    """Inverse of a Hessian with damping * (mean diagonal) added to its diagonal (pseudo-inverse at 0)."""
+    eye = torch.eye(len(hessian), dtype=hessian.dtype)
+    damped = hessian + damping * hessian.diagonal().mean() * eye
+    return torch.linalg.pinv(damped, hermitian=True)
+
+
+def neuron_vectors(net: GroupedNet, idx: int, rows: Tensor, shared: Tensor) -> Tensor:
+    """[neurons, kernel positions, shared inputs + 1]: each neuron's weights from the shared inputs and bias."""
+    layer = net.layers[net.names[idx]]
+    weight, bias = layer.weight.detach()[rows].double(), layer.bias.detach()[rows].double()
+    if net.layer_specs[idx].kind == "conv":
+        vec = weight[:, shared].flatten(2).transpose(1, 2)
+    else:
+        vec = weight[:, net.input_index(idx, shared)][:, None, :]
+    return torch.cat([vec, bias[:, None, None].expand(-1, vec.shape[1], 1)], dim=2)
+
+
+def pair_costs(a: Tensor, b: Tensor, hinv_a: Tensor, hinv_b: Tensor) -> Tensor:
+    """dE of zipping every (a_i, b_j): 1/2 sum over positions of d^T (H_A^-1 + H_B^-1)^-1 d, d = a_i - b_j."""
+    metric = torch.linalg.pinv(hinv_a + hinv_b, hermitian=True)
+    am, bm = a @ metric, b @ metric
+    qa, qb = (am * a).sum(dim=(1, 2)), (bm * b).sum(dim=(1, 2))
+    cross = torch.einsum("ipd,jpd->ij", am, b)
+    return (0.5 * (qa[:, None] + qb[None, :] - 2 * cross)).clamp_min(0.0)
+
+
+def merge_weights(a: Tensor, b: Tensor, hinv_a: Tensor, hinv_b: Tensor) -> Tensor:
+    """w* = a + H_A^-1 (H_A^-1 + H_B^-1)^-1 (b - a), row by row (the minimiser of the summed errors)."""
+    gain = hinv_a @ torch.linalg.pinv(hinv_a + hinv_b, hermitian=True)
+    return a + (b - a) @ gain.T
+
+
+def greedy_match(cost: Tensor, count: int) -> tuple[Tensor, Tensor, list[float]]:
+    """Pairs (i, j) by ascending cost with both ends unused, until `count` are taken: (i's, j's, costs)."""
+    n_b = cost.shape[1]
+    used_a, used_b = [False] * cost.shape[0], [False] * n_b
+    left, right, costs = [], [], []
+    flat = cost.flatten()
+    for f in torch.argsort(flat, stable=True).tolist():
+        if len(left) == count:
+            break
+        i, j = divmod(f, n_b)
+        if not used_a[i] and not used_b[j]:
+            used_a[i] = used_b[j] = True
+            left.append(i)
+            right.append(j)
+            costs.append(float(flat[f]))
+    return torch.as_tensor(left, dtype=torch.long), torch.as_tensor(right, dtype=torch.long), costs
+
+
+# ----- rebuilding the grouped network ------------------------------------------------------------
+def _plan(net: GroupedNet, idx: int, rows: Sequence[Tensor], chosen: Sequence[Tensor | list],
+          merged: Tensor, costs: list[float]) -> ZipPlan:
+    """New layer layout: zipped neurons first (weights from their merged vectors), then each teacher's rest."""
+    n_tasks, full = len(rows), net.full_set
+    chosen = [torch.as_tensor(c, dtype=torch.long) for c in chosen]
+    zipped = len(chosen[0])
+    members = [[int(rows[t][c[i]]) for t, c in enumerate(chosen)] for i in range(zipped)]
+    bits = [full] * zipped
+    for t in range(n_tasks):
+        taken = set(chosen[t].tolist())
+        for local, row in enumerate(rows[t].tolist()):
+            if local not in taken:
+                members.append([row if s == t else -1 for s in range(n_tasks)])
+                bits.append(1 << t)
+    weight, bias = _vectors_to_weights(net, idx, merged) if zipped else (torch.empty(0), torch.empty(0))
+    pairs = [[int(c[i]) for c in chosen] for i in range(zipped)]
+    return ZipPlan(torch.as_tensor(members, dtype=torch.long).reshape(-1, n_tasks), bits, weight,
+                   bias, costs, pairs)
+
+
+def _vectors_to_weights(net: GroupedNet, idx: int, vec: Tensor) -> tuple[Tensor, Tensor]:
+    """Weight rows (zero off the shared inputs) and biases from merged [neurons, positions, d] vectors."""
+    layer = net.layers[net.names[idx]]
+    shared = (net.input_groups(idx) == net.full_set).nonzero().flatten()
+    weight = torch.zeros(len(vec), *layer.weight.shape[1:], dtype=layer.weight.dtype)
+    if net.layer_specs[idx].kind == "conv":
+        k = layer.weight.shape[-1]
+        weight[:, shared] = vec[:, :, :-1].transpose(1, 2).reshape(len(vec), len(shared), k, k).float()
+    else:
+        weight[:, net.input_index(idx, shared)] = vec[:, 0, :-1].float()
+    return weight, vec[:, :, -1].mean(dim=1).float()
+
+
+@torch.no_grad()
+def rebuild(net: GroupedNet, idx: int, plan: ZipPlan) -> GroupedNet:
+    """A copy of net whose hidden layer idx is laid out by the plan, the layer above rewired to it."""
+    tasks = [net.groups(n).tolist() for n in net.names[:-1]]
+    tasks[idx] = plan.bits
+    new = GroupedNet(net.spec, net.tasks, net.n_outputs, tasks)
+    for i, name in enumerate(net.names):
+        if i not in (idx, idx + 1):
+            new.layers[name].load_state_dict(net.layers[name].state_dict())
+            new.mask(name).copy_(net.mask(name))
+    _fill_rows(new, net, idx, plan)
+    _rewire_columns(new, net, idx + 1, plan.members)
+    for name in (net.names[idx], net.names[idx + 1]):
+        new.mask(name).mul_(new.structure_mask(name))
+    new.apply_masks()
+    return new
+
+
+def _fill_rows(new: GroupedNet, old: GroupedNet, idx: int, plan: ZipPlan) -> None:
+    """Layer idx: zipped rows from the plan, the others copied from their teacher's neuron."""
+    name, zipped = old.names[idx], len(plan.weight)
+    src, dst = old.layers[name], new.layers[name]
+    constituents = plan.members[:zipped]
+    if zipped:
+        dst.weight[:zipped] = plan.weight
+        dst.bias[:zipped] = plan.bias
+        # a zipped weight stays masked only where every constituent's weight was masked
+        new.mask(name)[:zipped] = old.mask(name)[constituents].amax(dim=1)
+    rest = plan.members[zipped:].amax(dim=1)
+    dst.weight[zipped:] = src.weight[rest]
+    dst.bias[zipped:] = src.bias[rest]
+    new.mask(name)[zipped:] = old.mask(name)[rest]
+
+
+def _rewire_columns(new: GroupedNet, old: GroupedNet, idx: int, members: Tensor) -> None:
+    """Layer idx (above the zipped one): each task's rows read the new neuron holding their old input."""
+    name = old.names[idx]
+    src, dst = old.layers[name], new.layers[name]
+    groups = old.groups(name)
+    if not torch.isin(groups, torch.as_tensor([1 << t for t in range(members.shape[1])])).all():
+        raise ValueError(f"layer {name} is already zipped; MTZ zips layers from the input upwards")
+    dst.weight.zero_()
+    new.mask(name).zero_()
+    dst.bias.copy_(src.bias)
+    for t in range(members.shape[1]):
+        rows = (groups == 1 << t).nonzero().flatten()
+        sel = (members[:, t] >= 0).nonzero().flatten()
+        new_cols = new.input_index(idx, sel)[None, :]
+        old_cols = old.input_index(idx, members[sel, t])[None, :]
+        dst.weight[rows[:, None], new_cols] = src.weight[rows[:, None], old_cols]
+        new.mask(name)[rows[:, None], new_cols] = old.mask(name)[rows[:, None], old_cols]

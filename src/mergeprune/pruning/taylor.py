@@ -1,0 +1,303 @@
+"""pruner=taylor: iterative Taylor-FO neuron pruning (Molchanov et al., CVPR 2019), as PAM evaluated it.
+
+Every hidden neuron (conv filter / linear unit) carries a virtual gate g = 1 on its pre-activation
+(after the bias, before the ReLU). Its importance is |dL/dg| at g = 1, averaged over ``batches``
+training minibatches, where L is the sum of the losses of all the network's tasks. Each iteration
+scores the live neurons, removes the lowest ``fraction`` of them in one global ranking (task heads
+are never pruned, and every task keeps a path of live neurons from the input to its head),
+finetunes ``finetune_epochs`` with a fresh optimizer (masks enforced), and checks the validation
+accuracy of every task. When a cut (after its finetune) lowers any task's validation accuracy by
+more than ``tolerance`` below its accuracy before pruning, the network is rolled back to its state
+before that cut and pruning stops; it also stops after ``max_iterations``.
+
+No gate is built. Scaling neuron i's weight row and bias by g is the same as gating its
+pre-activation z_i = W_i x + b_i, so by the chain rule
+
+    dL/dg_i (g = 1) = sum_positions dL/dz_i * z_i = sum_j W_ij dL/dW_ij + b_i dL/db_i,
+
+and every gate gradient comes from the ordinary parameter gradients of one backward pass (masked
+weights are zero, so they add nothing). ``normalize: l2`` divides each layer's scores by their L2
+norm over the layer's live neurons before the global ranking (Molchanov et al., ICLR 2017), which
+keeps layers of very different widths and spatial sizes comparable; ``none`` ranks raw scores.
+Neurons left without inputs or without readers by a cut compute nothing useful and are removed too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mergeprune.cost import subset_cost
+from mergeprune.errors import ConfigError
+from mergeprune.models.grouped import GroupedNet
+from mergeprune.tasks import Task
+from mergeprune.training.fit import accuracy, fit
+from mergeprune.training.module import MultiTaskModule
+
+NORMALIZE = ("l2", "none")
+OPTIMIZERS = ("adam", "sgd")
+
+
+class TaylorPruner:
+    """Iterative global Taylor-FO neuron pruning with finetuning between cuts and an accuracy stop."""
+
+    def __init__(self, name: str = "taylor", granularity: str = "neurons", fraction: float = 0.09,
+                 batches: int = 10, finetune_epochs: int = 1, max_iterations: int = 30,
+                 tolerance: float = 0.01, lr: float = 1e-3, final_epochs: int = 0,
+                 normalize: str = "l2", optimizer: str = "adam", batch_size: int | None = None):
+        if granularity != "neurons":
+            raise ConfigError(f"pruner.granularity={granularity!r}; allowed for pruner=taylor: neurons")
+        if not _number(fraction) or not 0 < fraction < 1:
+            raise ConfigError(f"pruner.fraction={fraction}; allowed: a number in (0, 1)")
+        _int_at_least(batches, 1, "pruner.batches")
+        _int_at_least(finetune_epochs, 0, "pruner.finetune_epochs")
+        _int_at_least(max_iterations, 0, "pruner.max_iterations")
+        _int_at_least(final_epochs, 0, "pruner.final_epochs")
+        if not _number(tolerance) or tolerance < 0:
+            raise ConfigError(f"pruner.tolerance={tolerance}; allowed: a number >= 0")
+        if not _number(lr) or lr <= 0:
+            raise ConfigError(f"pruner.lr={lr}; allowed: a number > 0")
+        if normalize not in NORMALIZE:
+            raise ConfigError(f"pruner.normalize={normalize!r}; allowed: {', '.join(NORMALIZE)}")
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"pruner.optimizer={optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+        if batch_size is not None:
+            _int_at_least(batch_size, 1, "pruner.batch_size")
+        self.name, self.granularity = name, granularity
+        self.fraction, self.batches, self.batch_size = float(fraction), batches, batch_size
+        self.finetune_epochs, self.max_iterations = finetune_epochs, max_iterations
+        self.tolerance, self.lr, self.final_epochs = float(tolerance), float(lr), final_epochs
+        self.normalize, self.optimizer = normalize, optimizer
+        self.report: dict[str, Any] = {}
+
+    # ----- the loop --------------------------------------------------------------------------------
+    def __call__(self, net: GroupedNet, job: Any, tag: str) -> GroupedNet:
+        """Prune net in place until the accuracy tolerance or max_iterations stops it; return it."""
+        hidden = net.names[:-1]
+        start_live = {n: int(net.alive(n).sum()) for n in hidden}
+        base = accuracy(net, job.tasks, job.data, "val")
+        print(f"{tag}: taylor start, live {_fmt_live(net)}, val {_fmt_acc(base)}, "
+              f"flops(all) {subset_cost(net, net.full_set)['flops']:,}")
+        iterations: list[dict[str, Any]] = []
+        stopped = "max_iterations"
+        for it in range(1, self.max_iterations + 1):
+            snapshot = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            live_before = _live_total(net)
+            scores = self.importance(net, job, seed=it)
+            keep = select_keep(net, scores, self.fraction, self.normalize)
+            if keep is None:
+                stopped = "nothing_to_cut"
+                break
+            apply_keep(net, keep)
+            removed = live_before - _live_total(net)
+            self._finetune(net, job, self.finetune_epochs, f"{tag}/taylor{it}")
+            acc = accuracy(net, job.tasks, job.data, "val")
+            flops = subset_cost(net, net.full_set)["flops"]
+            broken = {t: a for t, a in acc.items() if base[t] - a > self.tolerance}
+            iterations.append({"iteration": it, "removed": removed, "live": _live(net), "val_acc": acc,
+                               "cost_all": flops, "rolled_back": bool(broken)})
+            print(f"{tag}: taylor iter {it}: removed {removed}, live {_fmt_live(net)}, "
+                  f"val {_fmt_acc(acc)}, flops(all) {flops:,}" + (" -> rolled back" if broken else ""))
+            if broken:
+                net.load_state_dict(snapshot)
+                stopped = "tolerance"
+                break
+        if self.final_epochs > 0:
+            self._finetune(net, job, self.final_epochs, f"{tag}/taylor_final")
+        self.report = {
+            "layers": {n: {"requested_sparsity": None,
+                           "achieved_sparsity": 1 - int(net.alive(n).sum()) / max(start_live[n], 1)}
+                       for n in hidden},
+            "iterations": iterations, "stopped": stopped, "base_val_acc": base,
+            "final_val_acc": accuracy(net, job.tasks, job.data, "val"),
+            "cost_all": subset_cost(net, net.full_set)["flops"],
+        }
+        print(f"{tag}: taylor stopped ({stopped}) after {len(iterations)} iterations, "
+              f"live {_fmt_live(net)}, flops(all) {self.report['cost_all']:,}")
+        return net
+
+    def importance(self, net: GroupedNet, job: Any, seed: int = 0) -> dict[str, Tensor]:
+        """|dL/dg| of every hidden neuron, averaged over `batches` fixed random training minibatches."""
+        size = self.batch_size or int(getattr(job.data, "batch_size", 64))
+        x, targets = job.data.sample(size * self.batches, "train", seed=seed)
+        order = {t.name: i for i, t in enumerate(job.data.tasks)}
+        tasks = [t for t in job.tasks if t.name in net.tasks]
+        total: dict[str, Tensor] = {}
+        chunks = range(0, len(x), size)
+        for lo in chunks:
+            batch_targets = {t.name: targets[order[t.name]][lo:lo + size] for t in tasks}
+            grads = gate_gradients(net, tasks, x[lo:lo + size], batch_targets)
+            for name, g in grads.items():
+                total[name] = total.get(name, 0) + g.abs()
+        return {name: s / len(chunks) for name, s in total.items()}
+
+    def _finetune(self, net: GroupedNet, job: Any, epochs: int, stage: str) -> None:
+        """Masked retraining with a fresh optimizer (no-op for 0 epochs)."""
+        if epochs <= 0:
+            return
+        module = MultiTaskModule(net, job.tasks, {"name": self.optimizer, "lr": self.lr}, epochs,
+                                 stage=stage)
+        fit(module, job.data, epochs, job.cfg.trainer, job.tracker.lightning(), job.job_dir)
+        net.apply_masks()
+
+
+# ----- scoring -------------------------------------------------------------------------------------
+def gate_gradients(net: GroupedNet, tasks: Sequence[Task], x: Tensor,
+                   targets: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Signed dL/dg at g = 1 of every hidden neuron for one batch (L = sum of the tasks' losses)."""
+    device = next(net.parameters()).device
+    out = net(x.to(device))
+    loss = sum(t.loss(out[t.name], targets[t.name].to(device)) for t in tasks)
+    hidden = net.names[:-1]
+    params = [p for n in hidden for p in (net.layers[n].weight, net.layers[n].bias)]
+    grads = torch.autograd.grad(loss, params)
+    result = {}
+    for i, name in enumerate(hidden):
+        w, b = params[2 * i].detach(), params[2 * i + 1].detach()
+        gw, gb = grads[2 * i], grads[2 * i + 1]
+        result[name] = ((w * gw).flatten(1).sum(dim=1) + b * gb).cpu()
+    return result
+
+
+def normalized(net: GroupedNet, scores: Mapping[str, Tensor], how: str) -> dict[str, Tensor]:
+    """Scores divided by their L2 norm over each layer's live neurons ('l2'), or unchanged ('none')."""
+    if how == "none":
+        return dict(scores)
+    out = {}
+    for name, s in scores.items():
+        live = net.alive(name).cpu()
+        norm = s[live].norm() if live.any() else s.new_tensor(0.0)
+        out[name] = s / norm.clamp_min(1e-12)
+    return out
+
+
+# ----- choosing and applying a cut ------------------------------------------------------------------
+def select_keep(net: GroupedNet, scores: Mapping[str, Tensor], fraction: float,
+                normalize: str = "l2") -> dict[str, Tensor] | None:
+    """Keep masks after removing the lowest `fraction` of live hidden neurons (global ranking).
+
+    Returns None when nothing can be removed without cutting a task's last path.
+    """
+    hidden = net.names[:-1]
+    alive = {n: net.alive(n).cpu() for n in hidden}
+    ranked = normalized(net, scores, normalize)
+    flat = torch.cat([ranked[n][alive[n]] for n in hidden])
+    owner = torch.cat([torch.full((int(alive[n].sum()),), i) for i, n in enumerate(hidden)])
+    index = torch.cat([alive[n].nonzero().flatten() for n in hidden])
+    n_cut = max(1, round(fraction * len(flat)))
+    keep = {n: alive[n].clone() for n in hidden}
+    order = torch.argsort(flat, stable=True)[:n_cut]
+    for j in order.tolist():
+        keep[hidden[int(owner[j])]][index[j]] = False
+    protect_paths(net, keep, ranked)
+    if all(torch.equal(keep[n], alive[n]) for n in hidden):
+        return None
+    return keep
+
+
+def channel_mask(net: GroupedNet, idx: int) -> Tensor:
+    """[neurons, input channels] True where the layer's mask has any live weight."""
+    name, sp = net.names[idx], net.layer_specs[idx]
+    mask = net.mask(name).detach().cpu() != 0
+    if sp.kind == "conv":
+        return mask.flatten(2).any(dim=2)
+    return mask.view(mask.shape[0], -1, sp.fan_per_input).any(dim=2)
+
+
+def reachable(net: GroupedNet, keep: Mapping[str, Tensor], task: int) -> list[Tensor]:
+    """Per hidden layer, the kept neurons of a task's group path that are fed from the input."""
+    bit = 1 << task
+    reach = torch.ones(net.spec.in_channels, dtype=torch.bool)
+    out = []
+    for idx, name in enumerate(net.names[:-1]):
+        mine = keep[name] & ((net.groups(name).cpu() & bit) != 0)
+        reach = mine & channel_mask(net, idx)[:, reach].any(dim=1)
+        out.append(reach)
+    return out
+
+
+def head_rows(net: GroupedNet, task: int) -> Tensor:
+    """Rows of the head that are the outputs of one task."""
+    return (net.groups(net.names[-1]).cpu() & (1 << task)) != 0
+
+
+def has_path(net: GroupedNet, keep: Mapping[str, Tensor], task: int) -> bool:
+    """Whether a task's head still reads a chain of kept neurons from the input."""
+    reach = reachable(net, keep, task)
+    head = channel_mask(net, len(net.names) - 1)[head_rows(net, task)]
+    return bool(head[:, reach[-1]].any())
+
+
+def protect_paths(net: GroupedNet, keep: dict[str, Tensor], scores: Mapping[str, Tensor]) -> None:
+    """Un-cut the best-scoring chain of neurons of every task whose path the cut would break."""
+    alive = {n: net.alive(n).cpu() for n in net.names[:-1]}
+    for task in range(len(net.tasks)):
+        if not has_path(net, keep, task) and has_path(net, alive, task):
+            for name, pick in best_chain(net, alive, scores, task):
+                keep[name][pick] = True
+
+
+def best_chain(net: GroupedNet, alive: Mapping[str, Tensor], scores: Mapping[str, Tensor],
+               task: int) -> list[tuple[str, int]]:
+    """A chain of live neurons from the input to a task's head, best score first from the top down."""
+    hidden = net.names[:-1]
+    before = reachable(net, alive, task)
+    readers = channel_mask(net, len(net.names) - 1)[head_rows(net, task)].any(dim=0)
+    chain = []
+    for idx in range(len(hidden) - 1, -1, -1):
+        options = before[idx] & readers
+        pick = int(torch.where(options, scores[hidden[idx]], -math.inf).argmax())
+        chain.append((hidden[idx], pick))
+        readers = channel_mask(net, idx)[pick]
+    return chain
+
+
+@torch.no_grad()
+def apply_keep(net: GroupedNet, keep: Mapping[str, Tensor]) -> None:
+    """Remove the neurons keep marks False, then those left without inputs or without readers."""
+    hidden = net.names[:-1]
+    for name in hidden:
+        device = net.mask(name).device
+        net.prune_neurons(name, keep[name].to(device))
+    for name in hidden:  # orphans: no live input left
+        net.prune_neurons(name, net.alive(name))
+    for idx in range(len(hidden) - 1, -1, -1):  # dangling: no live reader left
+        readers = channel_mask(net, idx + 1)[net.alive(net.names[idx + 1]).cpu()].any(dim=0)
+        used = net.alive(hidden[idx]) & readers.to(net.mask(hidden[idx]).device)
+        net.prune_neurons(hidden[idx], used)
+
+
+# ----- helpers -------------------------------------------------------------------------------------
+def _live(net: GroupedNet) -> dict[str, int]:
+    """Live neurons per hidden layer."""
+    return {n: int(net.alive(n).sum()) for n in net.names[:-1]}
+
+
+def _live_total(net: GroupedNet) -> int:
+    """Live hidden neurons in all layers."""
+    return sum(_live(net).values())
+
+
+def _fmt_live(net: GroupedNet) -> str:
+    """'conv1=40 conv2=100 ...'."""
+    return " ".join(f"{n}={v}" for n, v in _live(net).items())
+
+
+def _fmt_acc(acc: Mapping[str, float]) -> str:
+    """'lo=0.9912 hi=0.9876'."""
+    return " ".join(f"{t}={a:.4f}" for t, a in acc.items())
+
+
+def _number(value: Any) -> bool:
+    """A real number (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int_at_least(value: Any, low: int, key: str) -> None:
+    """Raise unless value is an integer >= low."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{key}={value}; allowed: an integer >= {low}")

@@ -1,0 +1,31 @@
+"""Shared test helpers: compose the real Hydra configs and run jobs on tiny data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# tiny and fast: 8x8 digits, LeNet-5 built for 8x8, one short epoch, no progress bars
+TINY = ["dataset=digits", "model=lenet5", "teachers.epochs=2", "trainer.progress_bar=false",
+        "logger=none", "evaluate.latency_repeats=2"]
+
+
+def make_cfg(tmp_path: Path, overrides: list[str] = ()) -> DictConfig:
+    """Compose conf/config.yaml with overrides, writing outputs and cache under tmp_path."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("config", overrides=[f"paths.output_dir={tmp_path}", *overrides])
+
+
+@pytest.fixture
+def tiny(tmp_path: Path):
+    """A function composing a tiny config under this test's tmp dir."""
+    return lambda *overrides: make_cfg(tmp_path, [*TINY, *overrides])
