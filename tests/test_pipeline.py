@@ -23,7 +23,7 @@ def test_teachers_train_cache_and_results(tiny, tmp_path: Path) -> None:
         assert info["accuracy"] > 0.85 and not info["reused"]
         assert info["flops"] > 0 and info["params"] > 0
     assert (tmp_path / "a" / "csv" / "metrics.csv").read_text().count("val/lo/acc") == 1
-    second = run_job(tiny("stages=[teachers]", "logger=csv"), tmp_path / "b")
+    second = run_job(tiny("stages=[teachers]", "logger=csv", "skip_finished=false"), tmp_path / "b")
     for name in ("lo", "hi"):
         assert second["teachers"][name]["reused"]
         assert second["teachers"][name]["accuracy"] == first["teachers"][name]["accuracy"]

@@ -11,7 +11,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mergeprune.errors import ConfigError, DataError
+from mergeprune.errors import ConfigError, DataError, TrainingError
+from mergeprune.models.grouped import CheckpointError
 from mergeprune.pipeline import run_job
 
 CONF_DIR = os.environ.get("MERGEPRUNE_CONF", str(Path(__file__).resolve().parents[2] / "conf"))
@@ -25,13 +26,29 @@ def sweep_group(cfg: DictConfig) -> str:
     return str(cfg.name)
 
 
+def set_threads() -> None:
+    """Torch threads per job: MERGEPRUNE_THREADS, else the cores shared among parallel jobs."""
+    threads = os.environ.get("MERGEPRUNE_THREADS")
+    if threads is None:
+        n_jobs = HydraConfig.get().launcher.get("n_jobs")
+        if isinstance(n_jobs, int) and n_jobs > 1:
+            threads = str(max(1, (os.cpu_count() or 1) // n_jobs))
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def app(cfg: DictConfig) -> None:
-    """Run one job in Hydra's output directory."""
-    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    """Run one job in Hydra's output directory (a failed job of a sweep raises after the others ran)."""
+    hc = HydraConfig.get()
+    set_threads()
     try:
-        run_job(cfg, job_dir, group=sweep_group(cfg))
-    except (ConfigError, DataError) as err:
+        run_job(cfg, Path(hc.runtime.output_dir), group=sweep_group(cfg))
+    except (ConfigError, DataError, TrainingError, CheckpointError) as err:
+        if hc.mode == RunMode.MULTIRUN:
+            raise  # Hydra records the failure, runs the other jobs, then exits non-zero
         print(f"mergeprune: error: {err}", file=sys.stderr)
         sys.exit(2)
 

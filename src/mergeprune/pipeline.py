@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mergeprune.cache import StageCache
+from mergeprune.cache import StageCache, cache_key
 from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import ConfigError
 from mergeprune.logger import RunLogger
@@ -105,6 +106,49 @@ def prepare(cfg: DictConfig, job_dir: Path, group: str, job_type: str) -> Job:
                components)
 
 
+# config keys that do not change a job's results (where files go, how progress is shown)
+NOT_RESULT_KEYS = ("paths", "logger", "trainer", "hydra", "name", "skip_finished")
+
+
+def job_payload(cfg: DictConfig) -> dict[str, Any]:
+    """Everything that determines a job's results (its key in the finished-jobs cache)."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain = {k: v for k, v in plain.items() if k not in NOT_RESULT_KEYS}
+    plain.get("evaluate", {}).pop("latency_repeats", None)
+    return plain
+
+
+def reuse_finished(cfg: DictConfig, job_dir: Path) -> dict[str, Any] | None:
+    """Results of this job from this folder or an earlier launch of the same sweep, if it finished."""
+    previous = read_results(job_dir / "results.json")
+    if previous and previous.get("status") == "ok":
+        print(f"job already finished in {job_dir}: skipped")
+        return previous
+    entry = StageCache(cfg.paths.cache_dir).entry("jobs", cache_key(job_payload(cfg)))
+    cached = read_results(entry / "results.json")
+    if not cached or cached.get("status") != "ok":
+        return None
+    for item in entry.iterdir():
+        if item.name != "payload.json":
+            copy = shutil.copytree if item.is_dir() else shutil.copy2
+            copy(item, job_dir / item.name)
+    print(f"job finished in an earlier launch: results reused from {entry}")
+    return cached
+
+
+def remember_finished(cfg: DictConfig, job_dir: Path) -> None:
+    """Store a finished job's results, model and exports so a relaunch reuses them."""
+    def build(folder: Path) -> None:
+        for name in ("results.json", "model.pt", "export"):
+            item = job_dir / name
+            if item.is_dir():
+                shutil.copytree(item, folder / name)
+            elif item.exists():
+                shutil.copy2(item, folder / name)
+
+    StageCache(cfg.paths.cache_dir).get_or_build("jobs", job_payload(cfg), build)
+
+
 def run_job(cfg: DictConfig, job_dir: str | Path, group: str | None = None) -> dict[str, Any]:
     """Run one job end to end and return its results (also written to job_dir/results.json)."""
     from mergeprune.stages import runners
@@ -112,17 +156,18 @@ def run_job(cfg: DictConfig, job_dir: str | Path, group: str | None = None) -> d
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     path = job_dir / "results.json"
-    previous = read_results(path)
-    if previous and previous.get("status") == "ok" and cfg.get("skip_finished", True):
-        print(f"job already finished ({path}): skipped")
-        return previous
+    if cfg.get("skip_finished", True):
+        finished = reuse_finished(cfg, job_dir)
+        if finished is not None:
+            return finished
     stages = [s for s in STAGES if s in cfg.stages]
     job_type = stages[0] if len(stages) == 1 else "pipeline"
     pl.seed_everything(int(cfg.seed), verbose=False)
     try:
         job = prepare(cfg, job_dir, group or str(cfg.name), job_type)
-    except ConfigError as err:
-        failed = new_results({"name": str(cfg.get("name"))}) | {"status": "failed", "error": str(err)}
+    except Exception as err:  # bad config or data: recorded, nothing trained
+        failed = new_results({"name": str(cfg.get("name"))}) | {"status": "failed",
+                                                                "error": f"{type(err).__name__}: {err}"}
         write_json(path, failed)
         raise
     start = time.perf_counter()
@@ -132,6 +177,9 @@ def run_job(cfg: DictConfig, job_dir: str | Path, group: str | None = None) -> d
             runners.STAGE_RUNNERS[stage](job)
             job.results["timings_s"][stage] = round(time.perf_counter() - t0, 3)
         job.results["status"] = "ok"
+        job.results["timings_s"]["total"] = round(time.perf_counter() - start, 3)
+        write_json(path, job.results)
+        remember_finished(cfg, job_dir)
     except Exception as err:
         job.results["status"] = "failed"
         job.results["error"] = f"{type(err).__name__}: {err}"

@@ -25,6 +25,7 @@ Neurons left without inputs or without readers by a cut compute nothing useful a
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -85,6 +86,7 @@ class TaylorPruner:
         iterations: list[dict[str, Any]] = []
         stopped = "max_iterations"
         for it in range(1, self.max_iterations + 1):
+            t0 = time.perf_counter()
             snapshot = {k: v.detach().clone() for k, v in net.state_dict().items()}
             live_before = _live_total(net)
             scores = self.importance(net, job, seed=it)
@@ -99,9 +101,11 @@ class TaylorPruner:
             flops = subset_cost(net, net.full_set)["flops"]
             broken = {t: a for t, a in acc.items() if base[t] - a > self.tolerance}
             iterations.append({"iteration": it, "removed": removed, "live": _live(net), "val_acc": acc,
-                               "cost_all": flops, "rolled_back": bool(broken)})
+                               "cost_all": flops, "rolled_back": bool(broken),
+                               "seconds": round(time.perf_counter() - t0, 2)})
             print(f"{tag}: taylor iter {it}: removed {removed}, live {_fmt_live(net)}, "
-                  f"val {_fmt_acc(acc)}, flops(all) {flops:,}" + (" -> rolled back" if broken else ""))
+                  f"val {_fmt_acc(acc)}, flops(all) {flops:,}, {time.perf_counter() - t0:.1f} s"
+                  + (" -> rolled back" if broken else ""))
             if broken:
                 net.load_state_dict(snapshot)
                 stopped = "tolerance"

@@ -30,7 +30,7 @@ def make_trainer(trainer_cfg: Mapping[str, Any], epochs: int, logger: Logger | b
         max_epochs=epochs,
         accelerator=trainer_cfg.get("accelerator", "cpu"),
         devices=trainer_cfg.get("devices", 1),
-        strategy=trainer_cfg.get("strategy", "auto"),
+        strategy=_strategy(trainer_cfg),
         num_nodes=trainer_cfg.get("num_nodes", 1),
         precision=trainer_cfg.get("precision", "32-true"),
         logger=logger,
@@ -52,6 +52,18 @@ def fit(module: pl.LightningModule, datamodule: MultiTaskDataModule, epochs: int
     if epochs > 0:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer
+
+
+def _strategy(trainer_cfg: Mapping[str, Any]) -> Any:
+    """The Lightning strategy: a name, or DDP with an explicit process-group backend (gloo on CPU)."""
+    name = trainer_cfg.get("strategy", "auto")
+    backend = trainer_cfg.get("process_group_backend")
+    if backend and str(name).startswith("ddp"):
+        from pytorch_lightning.strategies import DDPStrategy
+
+        start = str(name).removeprefix("ddp").lstrip("_") or "popen"
+        return DDPStrategy(process_group_backend=backend, start_method=start)
+    return name
 
 
 @torch.no_grad()
