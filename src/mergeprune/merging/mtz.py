@@ -164,7 +164,7 @@ class MtzMerger:
             total.backward()
             optimizer.step()
             net.apply_masks()
-            losses.append(float(total))
+            losses.append(float(total.detach()))
         tail = losses[-10:]
         return sum(tail) / len(tail)
 

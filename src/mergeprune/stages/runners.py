@@ -46,10 +46,10 @@ def _cfg(node: Any) -> Any:
 
 
 def _cached_net(job: Any, stage: str, payload: dict[str, Any],
-                make: Callable[[], tuple[GroupedNet, dict[str, Any]]]) -> tuple[GroupedNet, dict, str]:
-    """Build a network with make() unless cached; returns (net, report, key)."""
+                make: Callable[[str], tuple[GroupedNet, dict[str, Any]]]) -> tuple[GroupedNet, dict, str]:
+    """Build a network with make(key) unless cached; returns (net, report, key)."""
     def build(folder: Path) -> None:
-        net, report = make()
+        net, report = make(cache_key(payload))
         net.save(folder / "net.pt")
         (folder / "report.json").write_text(json.dumps(report, indent=1, default=str))
 
@@ -70,7 +70,7 @@ def run_merge(job: Any) -> None:
         return
     payload = {"teachers": job.state["keys"]["teachers"], "merger": _cfg(job.cfg.merger)}
 
-    def make() -> tuple[GroupedNet, dict[str, Any]]:
+    def make(key: str) -> tuple[GroupedNet, dict[str, Any]]:
         net = merger(_teacher_nets(job), job)
         return net, getattr(merger, "report", {})
 
@@ -87,15 +87,16 @@ def _ensure_merged(job: Any) -> None:
 
 
 def _per_part(job: Any, stage: str, component: Any, cfg_node: Any,
-              apply: Callable[[GroupedNet, str], GroupedNet]) -> None:
+              apply: Callable[[GroupedNet, str | None, str], GroupedNet]) -> None:
     """Apply a prune/finetune step to the network, or to every teacher separately with merger=none."""
     prev_key = job.state["keys"]["merge" if stage == "prune" else "prune"]
     if "parts" in job.state:
         keys, reports = [], {}
         for i, (name, net) in enumerate(job.state["parts"].items()):
             payload = {"input": prev_key[i], stage: _cfg(cfg_node), "seed": int(job.cfg.seed)}
-            part, report, key = _cached_net(job, stage, payload,
-                                            lambda net=net, name=name: (apply(net, name), _report(component)))
+            part, report, key = _cached_net(
+                job, stage, payload,
+                lambda key, net=net, name=name: (apply(net, name, key), _report(component)))
             job.state["parts"][name] = part
             keys.append(key)
             reports[name] = report
@@ -103,8 +104,8 @@ def _per_part(job: Any, stage: str, component: Any, cfg_node: Any,
         job.results[stage if stage != "prune" else "pruning"] = reports
         return
     payload = {"input": prev_key, stage: _cfg(cfg_node), "seed": int(job.cfg.seed)}
-    net, report, key = _cached_net(job, stage, payload,
-                                   lambda: (apply(job.state["net"], None), _report(component)))
+    net, report, key = _cached_net(
+        job, stage, payload, lambda key: (apply(job.state["net"], None, key), _report(component)))
     job.state["net"], job.state["keys"][stage] = net, key
     job.results[stage if stage != "prune" else "pruning"] = report
 
@@ -119,7 +120,7 @@ def run_prune(job: Any) -> None:
     _ensure_merged(job)
     pruner = job.components["pruner"]
 
-    def apply(net: GroupedNet, part: str | None) -> GroupedNet:
+    def apply(net: GroupedNet, part: str | None, key: str) -> GroupedNet:
         return pruner(net, job, f"prune/{part}" if part else "prune")
 
     _per_part(job, "prune", pruner, job.cfg.pruner, apply)
@@ -133,9 +134,10 @@ def run_finetune(job: Any) -> None:
     finetune = job.components["finetune"]
     teachers = {name: t.net for name, t in job.state["teachers"].items()}
 
-    def apply(net: GroupedNet, part: str | None) -> GroupedNet:
+    def apply(net: GroupedNet, part: str | None, key: str) -> GroupedNet:
         mine = {part: teachers[part]} if part else teachers
-        return finetune(net, job, mine, f"finetune/{part}" if part else "finetune")
+        return finetune(net, job, mine, f"finetune/{part}" if part else "finetune",
+                        resume_dir=job.cache.root / "partial" / "finetune" / key)
 
     _per_part(job, "finetune", finetune, job.cfg.finetune, apply)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,13 +46,37 @@ def make_trainer(trainer_cfg: Mapping[str, Any], epochs: int, logger: Logger | b
     )
 
 
+class EpochCheckpoint(Callback):
+    """Save the whole training state after every epoch, atomically, to resume a killed run."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        trainer.save_checkpoint(tmp)
+        os.replace(tmp, self.path)
+
+
 def fit(module: pl.LightningModule, datamodule: MultiTaskDataModule, epochs: int,
         trainer_cfg: Mapping[str, Any], logger: Logger | bool, root_dir: str | Path,
-        callbacks: Sequence[Callback] = (), ckpt_path: str | None = None) -> pl.Trainer:
-    """Train a module for some epochs (no-op for 0 epochs) and return its trainer."""
+        callbacks: Sequence[Callback] = (), resume_dir: Path | None = None) -> pl.Trainer:
+    """Train a module for some epochs (no-op for 0 epochs); with resume_dir, continue a killed run."""
+    callbacks = list(callbacks)
+    ckpt_path = None
+    if resume_dir is not None:
+        last = Path(resume_dir) / "last.ckpt"
+        callbacks.append(EpochCheckpoint(last))
+        if last.exists():
+            epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+            print(f"resuming from the checkpoint after epoch {epoch + 1} of {epochs} ({last})")
+            ckpt_path = str(last)
     trainer = make_trainer(trainer_cfg, epochs, logger, root_dir, callbacks)
     if epochs > 0:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if resume_dir is not None and Path(resume_dir).exists():
+        shutil.rmtree(resume_dir, ignore_errors=True)  # finished: the partial state is no longer needed
     return trainer
 
 

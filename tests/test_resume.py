@@ -1,0 +1,51 @@
+"""A job killed mid-finetune continues from its last epoch checkpoint when relaunched."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ARGS = ["dataset=digits", "teachers.epochs=1", "merger=concat", "pruner=none", "finetune.epochs=60",
+        "logger=none", "evaluate.export=false", "trainer.progress_bar=false"]
+
+
+def _launch(tmp_path: Path, run: str) -> subprocess.Popen:
+    """Start `mergeprune` in tmp_path with its own process group."""
+    exe = Path(sys.executable).with_name("mergeprune")
+    return subprocess.Popen([str(exe), *ARGS, f"hydra.run.dir=outputs/{run}"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+@pytest.mark.slow
+def test_killed_finetune_resumes_from_checkpoint(tmp_path: Path) -> None:
+    first = _launch(tmp_path, "first")
+    partial = tmp_path / "outputs" / "cache" / "partial" / "finetune"
+    deadline = time.time() + 600
+    while not list(partial.glob("*/last.ckpt")) and time.time() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # let a few more epochs finish
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert first.returncode == -signal.SIGKILL, "the job finished before it could be killed"
+    assert not (tmp_path / "outputs" / "first" / "results.json").exists()
+
+    second = _launch(tmp_path, "second")
+    out, _ = second.communicate(timeout=900)
+    assert second.returncode == 0, out
+    resumed = re.search(r"resuming from the checkpoint after epoch (\d+) of 60", out)
+    assert resumed, out
+    print(f"resumed after epoch {resumed.group(1)} of 60")
+    assert 1 <= int(resumed.group(1)) < 60
+    assert "reusing cached teacher" in out  # the teachers were not retrained either
+    results = json.loads((tmp_path / "outputs" / "second" / "results.json").read_text())
+    assert results["status"] == "ok"
+    assert not list(partial.glob("*/last.ckpt"))  # cleaned up once finished
