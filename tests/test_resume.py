@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-ARGS = ["dataset=digits", "teachers.epochs=1", "merger=concat", "pruner=none", "finetune.epochs=60",
+ARGS = ["dataset=digits", "teachers.epochs=1", "merger=concat", "pruner=none", "finetune.epochs=30",
+        "dataset.train_size=256",
         "logger=none", "evaluate.export=false", "trainer.progress_bar=false"]
 
 
@@ -41,10 +42,10 @@ def test_killed_finetune_resumes_from_checkpoint(tmp_path: Path) -> None:
     second = _launch(tmp_path, "second")
     out, _ = second.communicate(timeout=900)
     assert second.returncode == 0, out
-    resumed = re.search(r"resuming from the checkpoint after epoch (\d+) of 60", out)
+    resumed = re.search(r"resuming from the checkpoint after epoch (\d+) of 30", out)
     assert resumed, out
-    print(f"resumed after epoch {resumed.group(1)} of 60")
-    assert 1 <= int(resumed.group(1)) < 60
+    print(f"resumed after epoch {resumed.group(1)} of 30")
+    assert 1 <= int(resumed.group(1)) < 30
     assert "reusing cached teacher" in out  # the teachers were not retrained either
     results = json.loads((tmp_path / "outputs" / "second" / "results.json").read_text())
     assert results["status"] == "ok"

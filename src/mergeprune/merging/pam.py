@@ -98,6 +98,7 @@ class PamMerger:
         self.layers = None if layers is None else list(layers)
         self.seed, self.compensate, self.chunk = int(seed), bool(compensate), chunk
         self.report: dict[str, Any] = {}
+        self.sources: list[list[Source]] = []  # per hidden layer: (teacher, neuron) of each kept neuron
 
     @torch.no_grad()
     def __call__(self, teachers: Sequence[GroupedNet], job: Any) -> GroupedNet:
@@ -135,6 +136,7 @@ class PamMerger:
         elif self.closure == "narrow":
             narrow(sets, owners, links)
         sources = [kept_sources(s, o) for s, o in zip(sets, owners, strict=True)]
+        self.sources = sources
         net = assemble(teachers, sources, [s[s != 0].tolist() for s in sets])
         if self.compensate:
             compensate_biases(net, teachers, sources, means)

@@ -93,21 +93,29 @@ class MagnitudePruner:
 
     def iterate(self, net: GroupedNet, job: Any, tag: str,
                 counts: Mapping[str, int]) -> list[dict[str, Any]]:
-        """Prune a fraction of what is left and retrain, until every layer is at its budget."""
-        rounds = []
-        while any(kept_units(net, n, self.granularity) > k for n, k in counts.items()):
-            step = {n: max(k, int(round(kept_units(net, n, self.granularity) * (1 - self.fraction))))
-                    for n, k in counts.items()}
-            self.prune_to(net, step)
+        """Prune a fraction of what is left and retrain, until the budget is reached."""
+        rounds: list[dict[str, Any]] = []
+        goal = sum(counts.values())
+        while True:
+            kept = {n: kept_units(net, n, self.granularity) for n in counts}
+            if self.scope == "global":
+                total = max(goal, int(round(sum(kept.values()) * (1 - self.fraction))))
+                done = sum(kept.values()) <= goal
+                self.prune_to(net, counts, total)
+            else:
+                done = all(kept[n] <= k for n, k in counts.items())
+                self.prune_to(net, {n: max(k, int(round(kept[n] * (1 - self.fraction))))
+                                    for n, k in counts.items()})
+            if done or sum(kept_units(net, n, self.granularity) for n in counts) == sum(kept.values()):
+                return rounds  # at the budget, or nothing left to prune (global floors)
             train_phase(net, job, self.optimizer, self.retrain_epochs, f"{tag}/round{len(rounds)}")
             rounds.append(self.snapshot(net, job))
-        return rounds
 
-    def prune_to(self, net: GroupedNet, counts: Mapping[str, int]) -> None:
-        """Keep counts[layer] units per layer (layer scope) or their total (global scope)."""
+    def prune_to(self, net: GroupedNet, counts: Mapping[str, int], total: int | None = None) -> None:
+        """Keep counts[layer] units per layer (layer scope), or `total` (default their sum) globally."""
         if self.scope == "global":
             names = list(counts)
-            total = min(sum(counts.values()),
+            total = min(sum(counts.values()) if total is None else total,
                         sum(kept_units(net, n, self.granularity) for n in names))
             counts = global_allocation(net, names, total, self.granularity,
                                        floor={n: 1 for n in names})

@@ -20,6 +20,11 @@ weights are zero, so they add nothing). ``normalize: l2`` divides each layer's s
 norm over the layer's live neurons before the global ranking (Molchanov et al., ICLR 2017), which
 keeps layers of very different widths and spatial sizes comparable; ``none`` ranks raw scores.
 Neurons left without inputs or without readers by a cut compute nothing useful and are removed too.
+
+``report`` after a call: ``layers`` (achieved_sparsity = share of the layer's neurons live at the
+start that were removed), ``iterations`` (one entry per cut: removed, live, val_acc, cost_all =
+FLOPs of the all-tasks subset, rolled_back, seconds; a rolled-back cut is listed, then undone),
+``stopped`` (tolerance | max_iterations | nothing_to_cut), ``base_val_acc``, ``final_val_acc``.
 """
 
 from __future__ import annotations
