@@ -103,6 +103,12 @@ def time_ratio(teacher: GroupedNet, job: Job, admm_cfg: DictConfig, repeats: int
     return {"plain_s": p, "admm_s": a, "ratio": a / p, "samples": len(plain)}
 
 
+def paper_proportions() -> str:
+    """conf/pruner/admm.yaml's per-layer keep ratios as a Hydra dict literal (the search's split)."""
+    keep = compose_cfg(["pruner=admm"]).pruner.keep
+    return "{" + ", ".join(f"{k}: {v}" for k, v in keep.items()) + "}"
+
+
 def run_pruner(teacher: GroupedNet, job: Job, cfg: DictConfig, label: str) -> dict[str, Any]:
     """Prune a copy of the teacher with the configured pruner; accuracy, compression, wall time."""
     net = copy.deepcopy(teacher)
@@ -146,12 +152,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default=",".join(METHODS),
                     help=f"comma-separated subset of {','.join(METHODS)}, plus 'timing'")
-    ap.add_argument("--magnitude-targets", default="12,25,40,71.2",
-                    help="compression targets tried for iterative magnitude pruning")
+    ap.add_argument("--targets", default="71.2,110,125,140",
+                    help="compression targets searched for iterative magnitude pruning and for "
+                         "one-shot ADMM (same per-layer proportions as conf/pruner/admm.yaml's keep)")
     ap.add_argument("--tolerance", type=float, default=0.5,
                     help="accuracy drop (points) that still counts as 'within tolerance'")
-    ap.add_argument("--timing-repeats", type=int, default=4)
-    ap.add_argument("--timing-epochs", type=int, default=3)
+    ap.add_argument("--timing-repeats", type=int, default=5)
+    ap.add_argument("--timing-epochs", type=int, default=4)
     ap.add_argument("--override", action="append", default=[],
                     help="extra Hydra override (repeatable); 'METHOD:pruner.key=value' applies to "
                          "one method only, 'pruner.key=value' to every method")
@@ -167,8 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [m for m in methods if m not in (*METHODS, "timing")]
     if unknown:
         sys.exit(f"bench_admm: unknown methods {unknown}; allowed: {', '.join(METHODS)}, timing")
-    extra = [o for o in args.override if not o.split(":")[0] in METHODS and not o.startswith("pruner.")]
-    targets = [float(t) for t in args.magnitude_targets.split(",") if t]
+    extra = [o for o in args.override if o.split(":")[0] not in METHODS and not o.startswith("pruner.")]
+    targets = [float(t) for t in args.targets.split(",") if t]
     workdir = Path(tempfile.mkdtemp(prefix="bench_admm_"))
     if args.quick:
         extra = [*QUICK, f"paths.output_dir={workdir}", *extra]
@@ -192,33 +199,44 @@ def main(argv: list[str] | None = None) -> None:
         common = [o for o in args.override if o.startswith("pruner.")]
         return compose_cfg([*BASE, f"pruner={method}", *extra, *quick, *common, *mine, *more])
 
-    best_mag = None
+    best: dict[str, dict[str, Any]] = {}
+
+    def record(row: dict[str, Any], family: str) -> None:
+        rows.append(row)
+        print(table([row], dense_acc, args.tolerance).splitlines()[-1], flush=True)
+        within = 100 * (row["accuracy"] - dense_acc) >= -args.tolerance
+        if within and row["compression"] > best.get(family, {}).get("compression", 0.0):
+            best[family] = row
+
+    proportions = paper_proportions()
     if "magnitude" in methods:
         for t in targets:
-            row = run_pruner(teacher, job, cfg_for("magnitude", f"pruner.target_compression={t}"),
-                             f"magnitude iterative (target {t:g}x)")
-            rows.append(row)
-            print(table([row], dense_acc, args.tolerance).splitlines()[-1], flush=True)
-            if 100 * (row["accuracy"] - dense_acc) >= -args.tolerance and (
-                    best_mag is None or row["compression"] > best_mag["compression"]):
-                best_mag = row
-    for method in ("admm", "admm_progressive"):
-        if method in methods:
-            label = "ADMM one-shot" if method == "admm" else "ADMM progressive"
-            row = run_pruner(teacher, job, cfg_for(method), label)
-            rows.append(row)
-            print(table([row], dense_acc, args.tolerance).splitlines()[-1], flush=True)
+            record(run_pruner(teacher, job, cfg_for("magnitude", f"pruner.target_compression={t}",
+                                                    f"pruner.proportions={proportions}"),
+                              f"magnitude iterative (target {t:g}x)"), "magnitude iterative")
+    if "admm" in methods:
+        default = run_pruner(teacher, job, cfg_for("admm"), "ADMM one-shot (default: paper keep)")
+        record(default, "ADMM one-shot")
+        search = [] if args.quick else targets
+        for t in [t for t in search if abs(t - default["compression"]) > 0.01 * t]:
+            record(run_pruner(teacher, job, cfg_for("admm", "pruner.keep=null",
+                                                    f"pruner.target_compression={t}",
+                                                    f"pruner.proportions={proportions}"),
+                              f"ADMM one-shot (target {t:g}x)"), "ADMM one-shot")
+    if "admm_progressive" in methods:
+        record(run_pruner(teacher, job, cfg_for("admm_progressive"), "ADMM progressive (default)"),
+               "ADMM progressive")
     timing = None
     if "timing" in methods or set(METHODS) <= set(methods):
         timing = time_ratio(teacher, job, cfg_for("admm").pruner, args.timing_repeats,
                             args.timing_epochs)
         print(f"epoch time: plain {timing['plain_s']:.3f} s, ADMM {timing['admm_s']:.3f} s, "
               f"ratio {timing['ratio']:.3f} (median of {timing['samples']})", flush=True)
-    write_report(args, rows, dense_acc, best_mag, timing, argv)
+    write_report(args, rows, dense_acc, best, timing, argv)
 
 
 def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], dense_acc: float,
-                 best_mag: dict[str, Any] | None, timing: dict[str, float] | None,
+                 best: dict[str, dict[str, Any]], timing: dict[str, float] | None,
                  argv: list[str] | None) -> None:
     """Print the tables and write them to the markdown file."""
     cmd = "python scripts/bench_admm.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -228,9 +246,10 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], dense_acc
              f"({100 * dense_acc:.2f}%). Compression = dense conv+linear weights / non-zero weights.",
              "", table(rows, dense_acc, args.tolerance), "", "Kept fraction per layer:", "",
              layer_table(rows), ""]
-    if best_mag is not None:
-        parts += [f"Best iterative magnitude within tolerance: {best_mag['compression']:.1f}x "
-                  f"({best_mag['method']}).", ""]
+    for family, row in best.items():
+        parts += [f"- best {family} within tolerance: **{row['compression']:.1f}x** "
+                  f"({100 * row['accuracy']:.2f}%, {row['method']})"]
+    parts += [""]
     if timing is not None:
         parts += [f"Epoch wall time (training only, median of {timing['samples']} epochs): plain "
                   f"{timing['plain_s']:.3f} s, ADMM (penalty + callback, Z/U update every epoch) "

@@ -13,7 +13,8 @@ S_i = sum_j P_ij and S_ic = sum_{j in c} P_ij, the MI of one label is
 
     MI = log B - mean_i log S_i + (1/B) sum_c sum_{i in c} log S_ic - (1/B) sum_c n_c log n_c,
 
-so the class sums of every row come from one matmul with a class-membership matrix. P_ii = 1, hence
+so the class sums of every row come from one matmul with a class-membership matrix (plus a column
+of ones for S_i). P_ii = 1, hence
 every logarithm taken is of a number >= 1 and nothing underflows. A task's MI (PAM's convention) is
 the sum of the MIs of its discrete labels (`task_labels`), not their joint MI. Units: nats.
 """
@@ -60,6 +61,11 @@ class Labels:
     n_labels: int  # K discrete labels; their MIs are summed
     constant: float  # K log B - (1/B) sum_g n_g log n_g, the label-only part of the MI
 
+    @property
+    def entropy(self) -> float:
+        """Summed plug-in entropy of the labels (nats): the largest MI the estimator can give."""
+        return self.constant
+
     @staticmethod
     def from_tensor(labels: Tensor) -> Labels:
         """From integer labels [B] (one label) or [K, B] (K labels, each with its own classes)."""
@@ -72,6 +78,11 @@ class Labels:
         n = member.double().sum(0)
         const = len(labels) * math.log(b) - float((n * n.log()).sum()) / b
         return Labels(member, len(labels), const)
+
+    def columns(self, dtype: torch.dtype) -> Tensor:
+        """[B, G + 1]: the membership matrix and a column of ones (row sums come with the class sums)."""
+        m = self.membership.to(dtype)
+        return torch.cat([m, torch.ones(len(m), 1, dtype=dtype)], dim=1)
 
     def to(self, dtype: torch.dtype) -> Labels:
         """The same labels with the membership matrix in another dtype."""
@@ -88,14 +99,19 @@ def task_labels(task: Task, target: Tensor) -> Labels:
     return Labels.from_tensor(target.long())
 
 
+def mi_from_sums(sums: Tensor, labels: Labels) -> Tensor:
+    """Summed MI from kernel sums [..., B, G + 1]: per row, the sum over each class group, then the total."""
+    b = sums.shape[-2]
+    m = labels.membership.to(sums.dtype)
+    within = (m * sums[..., :-1].clamp_min(1e-30).log()).sum((-1, -2)) / b
+    return labels.constant - labels.n_labels * sums[..., -1].log().mean(-1) + within
+
+
 def mi_from_kernel(p: Tensor, labels: Labels) -> Tensor:
     """Summed MI of the labels with a sample, from its kernel P = exp(-D / 2 sigma^2) [..., B, B]."""
     b = p.shape[-1]
-    m = labels.membership.to(p.dtype)
-    s = p.sum(-1)  # [..., B]
-    sg = p @ m  # [..., B, G]
-    within = (m * sg.clamp_min(1e-30).log()).sum((-1, -2)) / b
-    return labels.constant - labels.n_labels * s.log().mean(-1) + within
+    sums = (p.reshape(-1, b) @ labels.columns(p.dtype)).reshape(*p.shape[:-1], -1)
+    return mi_from_sums(sums, labels)
 
 
 def mi_from_dists(d2: Tensor, labels: Labels, sigma2: float) -> Tensor:

@@ -26,6 +26,11 @@ Representation: a zipped neuron has task set = all tasks; an unzipped neuron of 
 from each network's unshared neurons as task-specific links (W_inter), which a grouped network cannot
 express: here those inputs are dropped. With `share=0` the result equals merger=none; with `share=1`
 every hidden neuron is shared by all tasks.
+
+Unlike MTZ's ImageNet + CelebA setting, all tasks here read the same images, and the shared inputs
+are computed alike for every task, so the Hessians differ only through the samples each task has
+labels for. For attribute tasks H_A = H_B: the pair cost is then a Hessian-weighted distance and w* is
+the pair's mean (with more tasks, the sum-of-inverses rule gives the t-th zipped task weight (t-1)/t).
 """
 
 from __future__ import annotations

@@ -6,14 +6,18 @@ Algorithm (research/pam.md section 3, from the authors' code):
    teacher on them. A neuron's activation is its output after ReLU; a conv channel is reduced to
    its global spatial max, taken *before* pooling (max-pooling commutes with a global max, so the
    value is the same after it).
-2. For each regrouped layer the candidates are the neurons of all teachers. For each task t, PAM
-   greedily grows Irr_t, a set of neurons jointly irrelevant to t: it adds the candidate whose
-   addition gives the smallest MI(acts[:, Irr_t + [n]]; Y_t) (``mi.py``: Kolchinsky-Tracey bound,
-   noise ``sigma2``, summed over the task's labels) while that MI stays below alpha (``alpha_conv``
-   or ``alpha_fc``); ``alpha = 0`` disables regrouping (PAM's "baseline" configs). Squared distances
-   add up over neurons, so the kernel exp(-D(Irr_t) / 2 sigma^2) is kept and every candidate of a
-   step is scored in one batched operation; neurons constant on the batch never change the MI and
-   join Irr_t at once.
+2. For each regrouped layer (``layers``; the others keep every neuron, shared by all tasks) the
+   candidates are the neurons of all teachers. For each task t, PAM greedily grows Irr_t, a set of
+   neurons jointly irrelevant to t: it adds the candidate whose addition gives the smallest
+   MI(acts[:, Irr_t + [n]]; Y_t) (``mi.py``: Kolchinsky-Tracey bound, noise ``sigma2``, summed over
+   the task's labels) as long as that MI is below the threshold, ``alpha_conv`` or ``alpha_fc`` nats
+   (with ``relative: true``, that fraction of the task's label entropy, the largest MI the
+   estimator gives, so one setting fits tasks of any size). ``alpha = 0`` disables regrouping (PAM's
+   "baseline" configs). Squared distances add up over neurons, so the kernel
+   exp(-D(Irr_t) / 2 sigma^2) is kept and every candidate of a step is scored in one batched matmul;
+   neurons constant on the batch never change the MI and join Irr_t at once. The search runs on
+   ``threads`` torch threads (default 1: its steps are many mid-sized operations, for which thread
+   synchronisation costs more than it saves on a small shared CPU; 0 keeps torch's setting).
 3. Relevant tasks R(n) = {t : n not in Irr_t}. R(n) empty: the neuron is dropped. ``grouping=star``
    (PAM as published): R(n) = {t} makes n exclusive to t, anything else is shared by all tasks.
    ``grouping=subsets``: n gets exactly R(n) (one group per task subset, what the theory asks for
@@ -49,7 +53,8 @@ each task's outputs equal its teacher's (the concat merger).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -61,7 +66,7 @@ from mergeprune.merging.assemble import Source, assemble
 from mergeprune.merging.mi import (
     Labels,
     mi_from_dists,
-    mi_from_kernel,
+    mi_from_sums,
     neuron_sq_dists,
     task_labels,
 )
@@ -76,78 +81,94 @@ class PamMerger:
 
     separate = False
 
-    def __init__(self, name: str = "pam", alpha_conv: float = 0.05, alpha_fc: float = 0.05,
-                 sigma2: float = 0.1, samples: int = 128, grouping: str = "star",
-                 layers: Sequence[str] | None = None, seed: int = 0, closure: str = "widen",
-                 compensate: bool = True, chunk: int = 256):
+    def __init__(self, name: str = "pam", *, alpha_conv: float, alpha_fc: float, sigma2: float = 0.1,
+                 samples: int = 128, grouping: str = "star", layers: Sequence[str] | None = None,
+                 seed: int = 0, closure: str = "widen", compensate: bool = True, relative: bool = False,
+                 chunk: int = 256, threads: int = 1):
         self.name = name
         self.alpha_conv = _number(alpha_conv, "merger.alpha_conv", 0.0, False)
         self.alpha_fc = _number(alpha_fc, "merger.alpha_fc", 0.0, False)
         self.sigma2 = _number(sigma2, "merger.sigma2", 0.0, True)
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
-            raise ConfigError(f"merger.samples={samples}; allowed: an integer >= 2")
+        self.samples = _integer(samples, "merger.samples", 2)
+        self.chunk = _integer(chunk, "merger.chunk", 1)
+        self.threads = _integer(threads, "merger.threads", 0)
         if grouping not in GROUPINGS:
             raise ConfigError(f"merger.grouping={grouping!r}; allowed: {', '.join(GROUPINGS)}")
         if closure not in CLOSURES:
             raise ConfigError(f"merger.closure={closure!r}; allowed: {', '.join(CLOSURES)}")
         if layers is not None and (isinstance(layers, str) or not all(isinstance(x, str) for x in layers)):
             raise ConfigError(f"merger.layers={layers}; allowed: null (all hidden layers) or a list of layer names")
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-            raise ConfigError(f"merger.chunk={chunk}; allowed: an integer >= 1")
-        self.samples, self.grouping, self.closure = samples, grouping, closure
+        self.grouping, self.closure = grouping, closure
         self.layers = None if layers is None else list(layers)
-        self.seed, self.compensate, self.chunk = int(seed), bool(compensate), chunk
+        self.seed, self.compensate, self.relative = int(seed), bool(compensate), bool(relative)
         self.report: dict[str, Any] = {}
         self.sources: list[list[Source]] = []  # per hidden layer: (teacher, neuron) of each kept neuron
 
     @torch.no_grad()
     def __call__(self, teachers: Sequence[GroupedNet], job: Any) -> GroupedNet:
+        """Merge single-task teachers (same architecture, one per task of job.data) into a grouped net."""
         start = time.perf_counter()
         names = list(teachers[0].names[:-1])
         regroup = self._regrouped(names)
         x, targets = job.data.sample(self.samples, "train", self.seed)
         labels = _teacher_labels(teachers, job.data.tasks, targets)
         acts, means = zip(*(teacher_activations(t, x) for t in teachers), strict=True)
-        n_tasks = len(teachers)
+        tasks = [t.tasks[0] for t in teachers]
         sets, owners, report = [], [], {}
         for idx, name in enumerate(names):
-            t0 = time.perf_counter()
             pool = torch.cat([a[idx] for a in acts], dim=1)
             owner = torch.cat([torch.full((a[idx].shape[1],), k) for k, a in enumerate(acts)])
             alpha = self.alpha_conv if teachers[0].layer_specs[idx].kind == "conv" else self.alpha_fc
-            if name in regroup:
-                irr = [greedy_irrelevant(pool, lab, self.sigma2, alpha, self.chunk)[0] for lab in labels]
-            else:
-                irr = [[] for _ in labels]
-            raw = assign_groups(relevance(irr, pool.shape[1]), n_tasks, self.grouping)
-            layer_sets = own_task_sets(raw, owner, n_tasks, self.grouping)
-            keep_one(layer_sets, owner, pool, labels, self.sigma2)
+            layer_sets, report[name] = self._regroup_layer(name, pool, owner, labels, tasks, alpha,
+                                                           name in regroup)
             sets.append(layer_sets)
             owners.append(owner)
-            seconds = time.perf_counter() - t0
-            report[name] = {"candidates": int(pool.shape[1]), "alpha": alpha, "regrouped": name in regroup,
-                            "irrelevant": {t.tasks[0]: len(i) for t, i in zip(teachers, irr, strict=True)},
-                            "mi_groups": _counts(raw, teachers), "seconds": round(seconds, 4)}
-            print(f"pam: {name}: {seconds:.2f} s, {pool.shape[1]} candidates, irrelevant "
-                  f"{report[name]['irrelevant']}, MI groups {report[name]['mi_groups']}", flush=True)
         links = [[teacher_links(t, idx) for t in teachers] for idx in range(1, len(names))]
         if self.closure == "widen":
             widen(sets, owners, links)
         elif self.closure == "narrow":
             narrow(sets, owners, links)
-        sources = [kept_sources(s, o) for s, o in zip(sets, owners, strict=True)]
-        self.sources = sources
-        net = assemble(teachers, sources, [s[s != 0].tolist() for s in sets])
+        self.sources = [kept_sources(s, o) for s, o in zip(sets, owners, strict=True)]
+        net = assemble(teachers, self.sources, [s[s != 0].tolist() for s in sets])
         if self.compensate:
-            compensate_biases(net, teachers, sources, means)
+            compensate_biases(net, teachers, self.sources, means)
         for name, s in zip(names, sets, strict=True):
             report[name]["dropped"] = int((s == 0).sum())
-            report[name]["groups"] = _counts(s, teachers)
+            report[name]["groups"] = _counts(s, tasks)
         self.report = {"layers": report, "closure": self.closure, "grouping": self.grouping,
                        "seconds": round(time.perf_counter() - start, 3)}
-        print(f"pam: closure={self.closure}: " + "; ".join(
+        print(f"pam: after closure={self.closure}: " + "; ".join(
             f"{n} dropped {r['dropped']} groups {r['groups']}" for n, r in report.items()), flush=True)
         return net
+
+    def _regroup_layer(self, name: str, pool: Tensor, owner: Tensor, labels: Sequence[Labels],
+                       tasks: Sequence[str], alpha: float, regroup: bool) -> tuple[Tensor, dict[str, Any]]:
+        """Task set of every candidate of one layer (0 = dropped) before the closure, and its report."""
+        t0 = time.perf_counter()
+        thresholds = [self._threshold(alpha, lab, name, t) if regroup else 0.0
+                      for lab, t in zip(labels, tasks, strict=True)]
+        with _threads(self.threads):
+            irr = [greedy_irrelevant(pool, lab, self.sigma2, thr, self.chunk)[0]
+                   for lab, thr in zip(labels, thresholds, strict=True)]
+        raw = assign_groups(relevance(irr, pool.shape[1]), len(tasks), self.grouping)
+        sets = own_task_sets(raw, owner, len(tasks), self.grouping)
+        keep_one(sets, owner, pool, labels, self.sigma2)
+        seconds = time.perf_counter() - t0
+        entry = {"candidates": int(pool.shape[1]), "regrouped": regroup,
+                 "thresholds": {t: round(v, 4) for t, v in zip(tasks, thresholds, strict=True)},
+                 "irrelevant": {t: len(i) for t, i in zip(tasks, irr, strict=True)},
+                 "mi_groups": _counts(raw, tasks), "seconds": round(seconds, 4)}
+        print(f"pam: {name}: {seconds:.2f} s, {pool.shape[1]} candidates, irrelevant {entry['irrelevant']}, "
+              f"groups by MI {entry['mi_groups']}", flush=True)
+        return sets, entry
+
+    def _threshold(self, alpha: float, labels: Labels, layer: str, task: str) -> float:
+        """The MI threshold (nats) of one task in one layer; warns when it makes every neuron irrelevant."""
+        thr = alpha * labels.entropy if self.relative else alpha
+        if thr >= labels.entropy > 0:
+            print(f"pam: warning: {layer}: threshold {thr:.3f} nats >= the label entropy {labels.entropy:.3f} "
+                  f"of task '{task}', so every neuron is irrelevant to it (lower merger.alpha_*)", flush=True)
+        return thr
 
     def _regrouped(self, names: list[str]) -> set[str]:
         """The hidden layers to regroup (all by default), checked against the model."""
@@ -167,6 +188,25 @@ def _number(value: Any, key: str, low: float, strict: bool) -> float:
     return float(value)
 
 
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Run with n torch threads (0: leave the setting alone), restoring the previous count."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _integer(value: Any, key: str, low: int) -> int:
+    """A config integer of at least low, else ConfigError naming the key."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{key}={value}; allowed: an integer >= {low}")
+    return value
+
+
 def _teacher_labels(teachers: Sequence[GroupedNet], tasks: Sequence[Any],
                     targets: Sequence[Tensor]) -> list[Labels]:
     """Each teacher's task labels on the sampled batch."""
@@ -179,9 +219,8 @@ def _teacher_labels(teachers: Sequence[GroupedNet], tasks: Sequence[Any],
     return out
 
 
-def _counts(sets: Tensor, teachers: Sequence[GroupedNet]) -> dict[str, int]:
+def _counts(sets: Tensor, tasks: Sequence[str]) -> dict[str, int]:
     """Neurons per task set (dropped ones not counted), keyed by subset name."""
-    tasks = [t.tasks[0] for t in teachers]
     bits, counts = torch.unique(sets[sets != 0], return_counts=True)
     return {subset_key(tasks, int(b)): int(c) for b, c in zip(bits, counts, strict=True)}
 
@@ -197,8 +236,7 @@ def kept_sources(sets: Tensor, owner: Tensor) -> list[Source]:
 
 # ----- activations -------------------------------------------------------------------------------
 def teacher_activations(net: GroupedNet, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-    """Per hidden layer: activations [B, width] (conv: global max after ReLU), and the batch mean of
-    the (pooled) output the next layer reads."""
+    """Per hidden layer: activations [B, width] (conv: global max after ReLU) and the batch-mean output."""
     net.eval()
     acts, means = [], []
     h = x
@@ -215,41 +253,60 @@ def teacher_activations(net: GroupedNet, x: Tensor) -> tuple[list[Tensor], list[
 
 
 # ----- the greedy search for irrelevant neurons --------------------------------------------------
-def greedy_irrelevant(acts: Tensor, labels: Labels, sigma2: float, alpha: float,
-                      chunk: int = 256) -> tuple[list[int], float]:
-    """PAM's greedy Irr_t for one task: neuron indices in the order added, and the final set's MI."""
+def greedy_irrelevant(acts: Tensor, labels: Labels, sigma2: float, alpha: float, chunk: int = 256,
+                      budget: int = 1 << 29) -> tuple[list[int], list[float]]:
+    """PAM's greedy Irr_t for one task: neuron indices in the order added, and the MI after each addition.
+
+    Distances add up over neurons, so kernels multiply: with K = exp(-D(Irr_t) / 2 sigma^2) and a
+    candidate's own kernel Q_n, the class sums that give MI(Irr_t + [n]) are
+    sum_j Q_n[i, j] (K[i, j] C[j, g]) (C: class membership and a ones column), one batched matmul
+    over rows i for all candidates. The candidates' kernels are computed once, laid out [i, n, j],
+    when they fit in ``budget`` bytes, else again per chunk of candidates at every step.
+    """
     n, b = acts.shape[1], acts.shape[0]
     if alpha <= 0 or n == 0:
-        return [], 0.0
-    labels = labels.to(acts.dtype)
-    const = acts.amax(0) == acts.amin(0)
+        return [], []
+    const = acts.amax(0) == acts.amin(0)  # they never change the MI: all join at once
     chosen = const.nonzero().flatten().tolist()
+    trace = [0.0] * len(chosen)
     free = (~const).nonzero().flatten()
+    cand = acts[:, free]
+    cached = _kernels(cand, sigma2) if len(free) * b * b * acts.element_size() <= budget else None
+    cols = labels.columns(acts.dtype)
     kernel = torch.ones(b, b, dtype=acts.dtype)  # exp(-D(Irr_t) / 2 sigma^2)
-    current = 0.0
-    while len(free):
-        mi, pos = _best_candidate(acts, free, kernel, labels, sigma2, chunk)
-        if mi >= alpha:
+    alive = torch.ones(len(free), dtype=torch.bool)
+    while bool(alive.any()):
+        weights = kernel[:, :, None] * cols[None]  # [i, j, G + 1]
+        sums = torch.cat([torch.bmm(q, weights) for q in _kernel_chunks(cand, cached, sigma2, chunk)], 1)
+        scores = mi_from_sums(sums.transpose(0, 1), labels).masked_fill(~alive, float("inf"))
+        best, pos = scores.min(0)
+        if float(best) >= alpha:
             break
-        j = int(free[pos])
-        chosen.append(j)
-        kernel = kernel * torch.exp(-neuron_sq_dists(acts[:, j:j + 1])[0] / (2 * sigma2))
-        free = torch.cat([free[:pos], free[pos + 1:]])
-        current = mi
-    return chosen, current
+        pos = int(pos)
+        chosen.append(int(free[pos]))
+        trace.append(float(best))
+        own = cached[:, pos] if cached is not None else _kernels(cand[:, pos:pos + 1], sigma2)[:, 0]
+        kernel = kernel * own
+        alive[pos] = False
+        if int(alive.sum()) < 0.75 * len(alive):  # drop the chosen candidates from the work
+            free, cand = free[alive], cand[:, alive]
+            cached = cached[:, alive] if cached is not None else None
+            alive = torch.ones(len(free), dtype=torch.bool)
+    return chosen, trace
 
 
-def _best_candidate(acts: Tensor, free: Tensor, kernel: Tensor, labels: Labels, sigma2: float,
-                    chunk: int) -> tuple[float, int]:
-    """(MI, position in free) of the candidate whose addition gives the smallest MI."""
-    best, best_pos = float("inf"), -1
-    for s in range(0, len(free), chunk):
-        d2 = neuron_sq_dists(acts[:, free[s:s + chunk]])
-        mi = mi_from_kernel(torch.exp(d2 / (-2 * sigma2)) * kernel, labels)
-        v, p = mi.min(0)
-        if float(v) < best:
-            best, best_pos = float(v), s + int(p)
-    return best, best_pos
+def _kernels(acts: Tensor, sigma2: float) -> Tensor:
+    """Per-neuron kernels exp(-D_n / 2 sigma^2) laid out [i, n, j]: activations [B, N] -> [B, N, B]."""
+    return torch.exp((acts[:, :, None] - acts.t()[None]).pow(2) / (-2 * sigma2))
+
+
+def _kernel_chunks(cand: Tensor, cached: Tensor | None, sigma2: float, chunk: int):
+    """The free candidates' kernels [i, n, j], chunk by chunk of candidates."""
+    if cached is not None:
+        yield cached
+        return
+    for s in range(0, cand.shape[1], chunk):
+        yield _kernels(cand[:, s:s + chunk], sigma2)
 
 
 # ----- groups ------------------------------------------------------------------------------------

@@ -91,4 +91,4 @@ def ladder(targets: Any, stages: Any, proportions: Any) -> list[Budget]:
     if proportions:
         raise ConfigError(f"pruner.proportions={proportions}: only used with pruner.targets; "
                           "allowed: null when pruner.stages is set")
-    return [Budget(s, None, None, prefix=f"pruner.stages[{i}]") for i, s in enumerate(stages)]
+    return [Budget(s, None, None, keep_key=f"pruner.stages[{i}]") for i, s in enumerate(stages)]

@@ -74,6 +74,10 @@ class MagnitudePruner:
         """Prune net in place with the configured schedule and retrain it; fill self.report."""
         ratios = self.budget.ratios(net, self.granularity)
         counts = self.budget.counts(net, self.granularity)
+        if self.scope == "global":  # only the total is requested; layers share it
+            overall = sum(counts.values()) / max(1, sum(total_units(net, n, self.granularity)
+                                                        for n in counts))
+            ratios = {n: overall for n in counts}
         if self.schedule == "oneshot":
             self.prune_to(net, counts)
             train_phase(net, job, self.optimizer, self.retrain_epochs, f"{tag}/retrain")

@@ -179,14 +179,16 @@ class Budget:
     """
 
     def __init__(self, keep: Mapping[str, float] | None, target_compression: float | None,
-                 proportions: Mapping[str, float] | None, prefix: str = "pruner"):
+                 proportions: Mapping[str, float] | None, prefix: str = "pruner",
+                 keep_key: str | None = None):
         self.prefix = prefix
+        self.keep_key = keep_key or f"{prefix}.keep"
         keep, proportions = plain(keep), plain(proportions)
         if (keep is None) == (target_compression is None):
-            raise ConfigError(f"{prefix}.keep / {prefix}.target_compression: set exactly one "
+            raise ConfigError(f"{self.keep_key} / {prefix}.target_compression: set exactly one "
                               f"(got keep={keep}, target_compression={target_compression}); "
                               "allowed: a dict layer -> ratio in (0, 1], or a number >= 1")
-        self.keep = check_ratios(keep, f"{prefix}.keep") if keep is not None else None
+        self.keep = check_ratios(keep, self.keep_key) if keep is not None else None
         self.target = None
         if target_compression is not None:
             self.target = check_number(target_compression, f"{prefix}.target_compression", low=1.0)
@@ -205,10 +207,10 @@ class Budget:
         """Requested keep ratio of every prunable layer (1.0 = not pruned)."""
         names = prunable_layers(net, granularity)
         given = self.keep if self.keep is not None else self.proportions or {}
-        key = "keep" if self.keep is not None else "proportions"
+        key = self.keep_key if self.keep is not None else f"{self.prefix}.proportions"
         unknown = [n for n in given if n not in net.names]
         if unknown:
-            raise ConfigError(f"{self.prefix}.{key}.{unknown[0]}: no such layer; allowed: {net.names}")
+            raise ConfigError(f"{key}.{unknown[0]}: no such layer; allowed: {net.names}")
         if self.keep is not None:
             return {n: float(self.keep.get(n, 1.0)) for n in names}
         weights = {n: float(given[n]) for n in names if n in given} if given else {n: 1.0 for n in names}
