@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
@@ -91,6 +92,17 @@ class Task:
         """Plain-data definition (hashed into cache keys)."""
         return {"kind": self.kind, "classes": list(self.classes), "other": self.other,
                 "map": list(self.label_map)}
+
+
+def related_classes(step: int) -> list[int]:
+    """Digits of task b in the relatedness sweep: 0-4 with the first `step` swapped for 5, 6, ..."""
+    step = int(step)
+    if not 0 <= step <= 5:
+        raise ConfigError(f"relatedness={step}; allowed: 0..5")
+    return [5 + i if i < step else i for i in range(5)]
+
+
+OmegaConf.register_new_resolver("related_classes", related_classes, replace=True)
 
 
 def build_tasks(cfg: Mapping[str, Any], num_classes: int) -> list[Task]:
