@@ -44,7 +44,7 @@ from mergeprune.tasks import Task
 from mergeprune.training.fit import accuracy, fit
 from mergeprune.training.module import MultiTaskModule
 
-NORMALIZE = ("l2", "none")
+NORMALIZE = ("l2", "flops", "none")
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -173,7 +173,8 @@ def gate_gradients(net: GroupedNet, tasks: Sequence[Task], x: Tensor,
 
 
 def normalized(net: GroupedNet, scores: Mapping[str, Tensor], how: str) -> dict[str, Tensor]:
-    """Scores divided by their L2 norm over each layer's live neurons ('l2'), or unchanged ('none')."""
+    """Scores divided by their L2 norm over each layer's live neurons ('l2'), also by the FLOPs one
+    neuron of the layer costs ('flops': importance per FLOP), or unchanged ('none')."""
     if how == "none":
         return dict(scores)
     out = {}
@@ -181,13 +182,27 @@ def normalized(net: GroupedNet, scores: Mapping[str, Tensor], how: str) -> dict[
         live = net.alive(name).cpu()
         norm = s[live].norm() if live.any() else s.new_tensor(0.0)
         out[name] = s / norm.clamp_min(1e-12)
+        if how == "flops":
+            out[name] = out[name] / neuron_flops(net, name)
     return out
+
+
+def neuron_flops(net: GroupedNet, name: str) -> float:
+    """FLOPs one live neuron of a hidden layer costs: its own outputs plus what the next layer spends reading it."""
+    idx = net.names.index(name)
+    sp, nxt = net.layer_specs[idx], net.layer_specs[idx + 1]
+    prev_live = int(net.alive(net.names[idx - 1]).sum()) if idx > 0 else net.spec.in_channels
+    own = 2 * sp.fan_per_input * prev_live * sp.positions
+    readers = int(net.alive(net.names[idx + 1]).sum()) if idx + 1 < len(net.names) - 1 else len(
+        net.groups(net.names[-1]))
+    return float(own + 2 * nxt.fan_per_input * nxt.positions * readers)
 
 
 # ----- choosing and applying a cut ------------------------------------------------------------------
 def select_keep(net: GroupedNet, scores: Mapping[str, Tensor], fraction: float,
                 normalize: str = "l2") -> dict[str, Tensor] | None:
-    """Keep masks after removing the lowest `fraction` of live hidden neurons (global ranking).
+    """Keep masks after removing the lowest-ranked live hidden neurons (global ranking): `fraction` of
+    them, or with normalize='flops' the lowest importance per FLOP worth `fraction` of the FLOPs.
 
     Returns None when nothing can be removed without cutting a task's last path.
     """
@@ -197,9 +212,14 @@ def select_keep(net: GroupedNet, scores: Mapping[str, Tensor], fraction: float,
     flat = torch.cat([ranked[n][alive[n]] for n in hidden])
     owner = torch.cat([torch.full((int(alive[n].sum()),), i) for i, n in enumerate(hidden)])
     index = torch.cat([alive[n].nonzero().flatten() for n in hidden])
-    n_cut = max(1, round(fraction * len(flat)))
+    order = torch.argsort(flat, stable=True)
+    if normalize == "flops":  # cut the least important neurons worth `fraction` of the FLOPs
+        cost = torch.tensor([neuron_flops(net, hidden[int(i)]) for i in owner])[order]
+        n_cut = int((cost.cumsum(0) < fraction * cost.sum()).sum()) + 1
+    else:  # cut `fraction` of the live neurons
+        n_cut = max(1, round(fraction * len(flat)))
     keep = {n: alive[n].clone() for n in hidden}
-    order = torch.argsort(flat, stable=True)[:n_cut]
+    order = order[:n_cut]
     for j in order.tolist():
         keep[hidden[int(owner[j])]][index[j]] = False
     protect_paths(net, keep, ranked)
