@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -162,6 +163,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--override", action="append", default=[],
                     help="extra Hydra override (repeatable); 'METHOD:pruner.key=value' applies to "
                          "one method only, 'pruner.key=value' to every method")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads (0: torch's default); 1 is steadier on a shared box")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (digits, 1-2 epochs)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench_admm.md"))
     return ap.parse_args(argv)
@@ -170,6 +173,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and write the table."""
     args = parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in (*METHODS, "timing")]
     if unknown:
