@@ -173,17 +173,17 @@ def gate_gradients(net: GroupedNet, tasks: Sequence[Task], x: Tensor,
 
 
 def normalized(net: GroupedNet, scores: Mapping[str, Tensor], how: str) -> dict[str, Tensor]:
-    """Scores divided by their L2 norm over each layer's live neurons ('l2'), also by the FLOPs one
-    neuron of the layer costs ('flops': importance per FLOP), or unchanged ('none')."""
+    """Scores divided by their L2 norm over each layer's live neurons ('l2'), by the FLOPs one neuron
+    of the layer costs ('flops': estimated loss increase per FLOP saved), or unchanged ('none')."""
     if how == "none":
         return dict(scores)
+    if how == "flops":
+        return {name: s / neuron_flops(net, name) for name, s in scores.items()}
     out = {}
     for name, s in scores.items():
         live = net.alive(name).cpu()
         norm = s[live].norm() if live.any() else s.new_tensor(0.0)
         out[name] = s / norm.clamp_min(1e-12)
-        if how == "flops":
-            out[name] = out[name] / neuron_flops(net, name)
     return out
 
 
