@@ -204,8 +204,10 @@ def admm_stage(net: GroupedNet, job: Any, tag: str, counts: Mapping[str, int],
                     callbacks=[AdmmCallback(state, cfg.epochs_per_iteration)])
     before = mean_accuracy(net, job) if active else None
     for name, k in active.items():
+        # exactly k, unless pruning an earlier layer left fewer live neurons than k here
+        expected = min(k, kept_units(net, name, cfg.granularity))
         kept = prune_layer(net, name, k, cfg.granularity)
-        if kept != k or kept_units(net, name, cfg.granularity) != k:
+        if kept != expected or kept_units(net, name, cfg.granularity) != expected:
             raise RuntimeError(f"ADMM hard pruning of {name} kept {kept} units, budget {k}")
     hard = mean_accuracy(net, job) if active else None
     train_phase(net, job, cfg.retrain_optimizer, cfg.retrain_epochs, f"{tag}/retrain")

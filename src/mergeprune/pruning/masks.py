@@ -45,7 +45,8 @@ def topk_index(scores: Tensor, k: int) -> Tensor:
         return keep
     if k == n:
         return ~keep
-    threshold = torch.kthvalue(-scores.float().cpu(), k).values.to(scores.device).neg()
+    scores = scores.float()
+    threshold = torch.kthvalue(-scores.cpu(), k).values.to(scores.device).neg()
     above = scores > threshold
     keep |= above
     need = k - int(above.sum())
