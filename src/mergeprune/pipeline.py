@@ -20,6 +20,7 @@ from mergeprune.errors import ConfigError
 from mergeprune.logger import RunLogger
 from mergeprune.models.spec import ModelSpec
 from mergeprune.results import new_results, read_results, write_json
+from mergeprune.stages.teachers import trainer_identity
 from mergeprune.tasks import Task, build_tasks
 
 STAGES = ("teachers", "merge", "prune", "finetune", "evaluate")
@@ -107,7 +108,7 @@ def prepare(cfg: DictConfig, job_dir: Path, group: str, job_type: str) -> Job:
 
 
 # config keys that do not change a job's results (where files go, how progress is shown)
-NOT_RESULT_KEYS = ("paths", "logger", "trainer", "hydra", "name", "skip_finished")
+NOT_RESULT_KEYS = ("paths", "logger", "hydra", "name", "skip_finished")
 
 
 def job_payload(cfg: DictConfig) -> dict[str, Any]:
@@ -115,7 +116,9 @@ def job_payload(cfg: DictConfig) -> dict[str, Any]:
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain = {k: v for k, v in plain.items() if k not in NOT_RESULT_KEYS}
     plain.get("evaluate", {}).pop("latency_repeats", None)
+    plain["trainer"] = trainer_identity(cfg.trainer)
     return plain
+
 
 
 def reuse_finished(cfg: DictConfig, job_dir: Path) -> dict[str, Any] | None:

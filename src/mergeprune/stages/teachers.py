@@ -35,12 +35,18 @@ def data_identity(dataset_cfg: Any) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in ("_target_", "data_dir", "download", "verify")}
 
 
+def trainer_identity(trainer_cfg: Any) -> dict[str, Any]:
+    """The trainer settings that change what training computes (devices, strategy, precision)."""
+    plain = OmegaConf.to_container(trainer_cfg, resolve=True)
+    return {k: v for k, v in plain.items() if k not in ("progress_bar", "log_every_n_steps")}
+
+
 def teacher_payload(job: Any, task_name: str) -> dict[str, Any]:
     """Everything that determines one teacher (hashed into its cache key)."""
     task = next(t for t in job.tasks if t.name == task_name)
     return {"data": data_identity(job.cfg.dataset), "task": task.describe(),
             "model": job.spec.to_dict(), "train": OmegaConf.to_container(job.cfg.teachers, resolve=True),
-            "seed": int(job.cfg.seed)}
+            "trainer": trainer_identity(job.cfg.trainer), "seed": int(job.cfg.seed)}
 
 
 def task_seed(seed: int, task: str) -> int:
