@@ -14,6 +14,13 @@ CONF = ROOT / "conf"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+# LeNet-5 (20-50-500) layer list and the split2 tasks, for tests that build networks directly
+LENET5_LAYERS = [{"name": "conv1", "kind": "conv", "width": 20, "kernel": 5, "padding": "auto", "pool": 2},
+                 {"name": "conv2", "kind": "conv", "width": 50, "kernel": 5, "padding": "auto", "pool": 2},
+                 {"name": "fc1", "kind": "linear", "width": 500}]
+SPLIT2 = {"lo": {"kind": "attributes", "classes": [0, 1, 2, 3, 4]},
+          "hi": {"kind": "attributes", "classes": [5, 6, 7, 8, 9]}}
+
 # tiny and fast: 8x8 digits, LeNet-5 built for 8x8, one short epoch, no progress bars
 TINY = ["dataset=digits", "model=lenet5", "teachers.epochs=2", "trainer.progress_bar=false",
         "logger=none", "evaluate.latency_repeats=2"]

@@ -10,12 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import SPLIT2
 from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import DataError
 from mergeprune.tasks import build_tasks
-
-SPLIT2 = {"lo": {"kind": "attributes", "classes": [0, 1, 2, 3, 4]},
-          "hi": {"kind": "attributes", "classes": [5, 6, 7, 8, 9]}}
 
 
 def test_mnist5k_splits_and_targets() -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
+from conftest import LENET5_LAYERS as LENET5
 from mergeprune.cost import subset_cost
 from mergeprune.export import (
     CompactNet,
@@ -29,9 +30,6 @@ from mergeprune.export import (
 from mergeprune.models.grouped import GroupedNet, all_subsets, subset_key
 from mergeprune.models.spec import build_spec
 
-LENET5 = [{"name": "conv1", "kind": "conv", "width": 20, "kernel": 5, "padding": "auto", "pool": 2},
-          {"name": "conv2", "kind": "conv", "width": 50, "kernel": 5, "padding": "auto", "pool": 2},
-          {"name": "fc1", "kind": "linear", "width": 500}]
 SPEC8 = build_spec("lenet5", LENET5, in_channels=1, in_hw=(8, 8))  # 8x8 digits: padded convs, 2x2 flatten
 FAST = {"repeats": 1, "repeats_batch256": 1, "warmup": 0}
 

@@ -11,6 +11,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from conftest import LENET5_LAYERS as LAYERS
+from conftest import SPLIT2 as TASKS
 from conftest import make_cfg
 from mergeprune.cost import all_costs, group_sizes
 from mergeprune.data.datamodule import MultiTaskDataModule
@@ -30,12 +32,6 @@ from mergeprune.models.spec import build_spec
 from mergeprune.tasks import build_tasks
 from mergeprune.training.fit import accuracy, fit
 from mergeprune.training.module import MultiTaskModule
-
-LAYERS = [{"name": "conv1", "kind": "conv", "width": 20, "kernel": 5, "padding": "auto", "pool": 2},
-          {"name": "conv2", "kind": "conv", "width": 50, "kernel": 5, "padding": "auto", "pool": 2},
-          {"name": "fc1", "kind": "linear", "width": 500}]
-TASKS = {"lo": {"kind": "attributes", "classes": [0, 1, 2, 3, 4]},
-         "hi": {"kind": "attributes", "classes": [5, 6, 7, 8, 9]}}
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ import types
 import pytest
 import torch
 
+from conftest import LENET5_LAYERS as LAYERS
+from conftest import SPLIT2
 from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import ConfigError
 from mergeprune.merging.mi import (
@@ -24,12 +26,6 @@ from mergeprune.models.spec import build_spec
 from mergeprune.tasks import build_tasks
 from mergeprune.training.fit import fit
 from mergeprune.training.module import MultiTaskModule
-
-LAYERS = [{"name": "conv1", "kind": "conv", "width": 20, "kernel": 5, "padding": "auto", "pool": 2},
-          {"name": "conv2", "kind": "conv", "width": 50, "kernel": 5, "padding": "auto", "pool": 2},
-          {"name": "fc1", "kind": "linear", "width": 500}]
-SPLIT2 = {"lo": {"kind": "attributes", "classes": [0, 1, 2, 3, 4]},
-          "hi": {"kind": "attributes", "classes": [5, 6, 7, 8, 9]}}
 
 
 @pytest.fixture(autouse=True, scope="module")
