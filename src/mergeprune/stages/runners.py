@@ -161,13 +161,6 @@ def run_evaluate(job: Any) -> None:
     evaluate(job, final_network(job))
 
 
-def not_built(stage: str) -> Callable[[Any], None]:
-    """A runner for a stage that does not exist yet: one-line notice, nothing faked."""
-    def run(job: Any) -> None:
-        print(f"stage '{stage}' is not built yet: skipped")
-    return run
-
-
 STAGE_RUNNERS: dict[str, Callable[[Any], None]] = {
     "teachers": run_teachers,
     "merge": run_merge,
