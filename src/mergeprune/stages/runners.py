@@ -9,6 +9,7 @@ network as it is; teachers and merge always run when a later stage needs them (c
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from mergeprune.cache import cache_key
-from mergeprune.cost import all_costs, group_sizes
+from mergeprune.cost import group_sizes
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.stages.teachers import teacher_payload, train_teachers
 
@@ -30,14 +31,13 @@ def run_teachers(job: Any) -> None:
     job.state["teachers"] = teachers
     job.state["keys"] = {"teachers": [cache_key(teacher_payload(job, t.name)) for t in job.tasks]}
     for name, teacher in teachers.items():
-        cost = all_costs(teacher.net)[name]
-        job.results["teachers"][name] = {"accuracy": teacher.accuracy, "flops": cost["flops"],
-                                         "params": cost["params"], "reused": teacher.reused}
+        job.results["teachers"][name] = {"accuracy": teacher.accuracy, "flops": teacher.cost["flops"],
+                                         "params": teacher.cost["params"], "reused": teacher.reused}
 
 
 def _teacher_nets(job: Any) -> list[GroupedNet]:
-    """Fresh copies of the teachers in task order (stages modify networks in place)."""
-    return [GroupedNet.load(job.state["teachers"][t.name].path / "net.pt") for t in job.tasks]
+    """Copies of the teachers in task order (stages modify networks in place)."""
+    return [copy.deepcopy(job.state["teachers"][t.name].net) for t in job.tasks]
 
 
 def _cfg(node: Any) -> Any:

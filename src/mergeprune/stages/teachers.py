@@ -25,6 +25,7 @@ class Teacher:
     name: str
     net: GroupedNet
     accuracy: float
+    cost: dict[str, int]  # flops, params, ... of the teacher alone
     path: Path
     reused: bool
 
@@ -67,7 +68,7 @@ def train_teachers(job: Any) -> dict[str, Teacher]:
         if reused:
             print(f"teachers: reusing cached teacher '{task.name}' "
                   f"(test acc {info['accuracy']:.4f}) from {folder}")
-        teachers[task.name] = Teacher(task.name, net, info["accuracy"], folder, reused)
+        teachers[task.name] = Teacher(task.name, net, info["accuracy"], info["cost"], folder, reused)
     return teachers
 
 
