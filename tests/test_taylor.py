@@ -213,3 +213,23 @@ def test_config_file_builds_the_pruner(tmp_path: Path) -> None:
     pruner = instantiate(cfg.pruner)
     assert isinstance(pruner, TaylorPruner)
     assert (pruner.name, pruner.granularity) == ("taylor", "neurons")
+
+
+def test_broken_cut_is_halved_until_min_fraction(setup: SimpleNamespace) -> None:
+    net = copy.deepcopy(setup.teacher)
+    base = accuracy(net, setup.tasks, setup.dm, "val")
+    pruner = fast(fraction=0.6, min_fraction=0.1, max_iterations=12, tolerance=0.0)
+    pruner(net, setup.job, "t")
+    its = pruner.report["iterations"]
+    assert any(it["rolled_back"] for it in its)
+    for prev, nxt in zip(its, its[1:]):
+        assert nxt["fraction"] == (prev["fraction"] / 2 if prev["rolled_back"] else prev["fraction"])
+    if pruner.report["stopped"] == "tolerance":
+        assert its[-1]["rolled_back"] and its[-1]["fraction"] / 2 < 0.1 <= its[-1]["fraction"]
+    final = accuracy(net, setup.tasks, setup.dm, "val")
+    assert all(final[t] >= base[t] for t in base)  # tolerance 0: no kept cut may lose accuracy
+
+
+def test_min_fraction_above_fraction_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="pruner.min_fraction"):
+        TaylorPruner(fraction=0.2, min_fraction=0.3)

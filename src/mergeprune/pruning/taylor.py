@@ -8,7 +8,11 @@ are never pruned, and every task keeps a path of live neurons from the input to 
 finetunes ``finetune_epochs`` with a fresh optimizer (masks enforced), and checks the validation
 accuracy of every task. When a cut (after its finetune) lowers any task's validation accuracy by
 more than ``tolerance`` below its accuracy before pruning, the network is rolled back to its state
-before that cut and pruning stops; it also stops after ``max_iterations``.
+before that cut and the next cut is half as large; pruning stops when the cut would fall below
+``min_fraction`` (``min_fraction = fraction``: stop at the first broken cut), or after
+``max_iterations`` cuts (rolled-back ones included). Halving lets a large network take big steps
+early and still end close to its tolerance, so networks of very different sizes (one teacher, five
+merged teachers) are pruned to comparable precision.
 
 No gate is built. Scaling neuron i's weight row and bias by g is the same as gating its
 pre-activation z_i = W_i x + b_i, so by the chain rule
@@ -24,7 +28,8 @@ Neurons left without inputs or without readers by a cut compute nothing useful a
 ``report`` after a call: ``layers`` (achieved_sparsity = share of the layer's neurons live at the
 start that were removed), ``iterations`` (one entry per cut: removed, live, val_acc, cost_all =
 FLOPs of the all-tasks subset, rolled_back, seconds; a rolled-back cut is listed, then undone),
-``stopped`` (tolerance | max_iterations | nothing_to_cut), ``base_val_acc``, ``final_val_acc``.
+``stopped`` (tolerance | max_iterations | nothing_to_cut), ``base_val_acc``, ``final_val_acc``;
+each iteration also lists the ``fraction`` it cut.
 """
 
 from __future__ import annotations
@@ -54,7 +59,8 @@ class TaylorPruner:
     def __init__(self, name: str = "taylor", granularity: str = "neurons", fraction: float = 0.09,
                  batches: int = 10, finetune_epochs: int = 1, max_iterations: int = 30,
                  tolerance: float = 0.01, lr: float = 1e-3, final_epochs: int = 0,
-                 normalize: str = "l2", optimizer: str = "adam", batch_size: int | None = None):
+                 normalize: str = "l2", optimizer: str = "adam", batch_size: int | None = None,
+                 min_fraction: float | None = None):
         if granularity != "neurons":
             raise ConfigError(f"pruner.granularity={granularity!r}; allowed for pruner=taylor: neurons")
         if not _number(fraction) or not 0 < fraction < 1:
@@ -63,6 +69,9 @@ class TaylorPruner:
         _int_at_least(finetune_epochs, 0, "pruner.finetune_epochs")
         _int_at_least(max_iterations, 0, "pruner.max_iterations")
         _int_at_least(final_epochs, 0, "pruner.final_epochs")
+        min_fraction = fraction if min_fraction is None else min_fraction
+        if not _number(min_fraction) or not 0 < min_fraction <= fraction:
+            raise ConfigError(f"pruner.min_fraction={min_fraction}; allowed: a number in (0, pruner.fraction]")
         if not _number(tolerance) or tolerance < 0:
             raise ConfigError(f"pruner.tolerance={tolerance}; allowed: a number >= 0")
         if not _number(lr) or lr <= 0:
@@ -75,6 +84,7 @@ class TaylorPruner:
             _int_at_least(batch_size, 1, "pruner.batch_size")
         self.name, self.granularity = name, granularity
         self.fraction, self.batches, self.batch_size = float(fraction), batches, batch_size
+        self.min_fraction = float(min_fraction)
         self.finetune_epochs, self.max_iterations = finetune_epochs, max_iterations
         self.tolerance, self.lr, self.final_epochs = float(tolerance), float(lr), final_epochs
         self.normalize, self.optimizer = normalize, optimizer
@@ -89,13 +99,13 @@ class TaylorPruner:
         print(f"{tag}: taylor start, live {_fmt_live(net)}, val {_fmt_acc(base)}, "
               f"flops(all) {subset_cost(net, net.full_set)['flops']:,}")
         iterations: list[dict[str, Any]] = []
-        stopped = "max_iterations"
+        stopped, fraction = "max_iterations", self.fraction
         for it in range(1, self.max_iterations + 1):
             t0 = time.perf_counter()
             snapshot = {k: v.detach().clone() for k, v in net.state_dict().items()}
             live_before = _live_total(net)
             scores = self.importance(net, job, seed=it)
-            keep = select_keep(net, scores, self.fraction, self.normalize)
+            keep = select_keep(net, scores, fraction, self.normalize)
             if keep is None:
                 stopped = "nothing_to_cut"
                 break
@@ -105,16 +115,19 @@ class TaylorPruner:
             acc = accuracy(net, job.tasks, job.data, "val")
             flops = subset_cost(net, net.full_set)["flops"]
             broken = {t: a for t, a in acc.items() if base[t] - a > self.tolerance}
-            iterations.append({"iteration": it, "removed": removed, "live": _live(net), "val_acc": acc,
+            iterations.append({"iteration": it, "fraction": fraction, "removed": removed, "live": _live(net),
+                               "val_acc": acc,
                                "cost_all": flops, "rolled_back": bool(broken),
                                "seconds": round(time.perf_counter() - t0, 2)})
-            print(f"{tag}: taylor iter {it}: removed {removed}, live {_fmt_live(net)}, "
+            print(f"{tag}: taylor iter {it} (cut {fraction:.3g}): removed {removed}, live {_fmt_live(net)}, "
                   f"val {_fmt_acc(acc)}, flops(all) {flops:,}, {time.perf_counter() - t0:.1f} s"
                   + (" -> rolled back" if broken else ""))
             if broken:
                 net.load_state_dict(snapshot)
-                stopped = "tolerance"
-                break
+                fraction /= 2
+                if fraction < self.min_fraction - 1e-12:
+                    stopped = "tolerance"
+                    break
         if self.final_epochs > 0:
             self._finetune(net, job, self.final_epochs, f"{tag}/taylor_final")
         self.report = {
