@@ -172,35 +172,41 @@ Checks = list[list[str]]  # rows: preset, claim, measured, paper, target, verdic
 def admm_section(runs: list[rp.Run], checks: Checks) -> list[rp.Block]:
     """Weight compression and accuracy per pruner, next to the ADMM papers' numbers."""
     rows = []
-    for pruner in ("none", "magnitude", "admm", "admm_progressive"):
-        mine = [r for r in runs if r.ok and r.method[1] == pruner]
-        if not mine:
-            continue
-        comp = [rp.number((r.data.get("compression") or {}).get("weights")) for r in mine]
+    by: dict[str, list[rp.Run]] = {}
+    for run in (r for r in runs if r.ok):  # rows by the pruner config the job ran (magnitude_71x too)
+        by.setdefault(overrides_of(run).get("pruner", run.method[1]), []).append(run)
+    for pruner, mine in sorted(by.items(), key=lambda kv: min(_compression(r) for r in kv[1])):
+        comp = [_compression(r) for r in mine]
         drops = [100 * (rp.teacher_accuracy(r, t) - rp.accuracy(r, t)) for r in mine for t in r.tasks
                  if rp.accuracy(r, t) is not None and rp.teacher_accuracy(r, t) is not None]
         c = rp.mean_of(comp)
-        drop = max(drops) if drops else None
+        drop = max(drops) + 0.0 if drops else None  # + 0.0: no '-0.00'
         paper = PAPER_ADMM.get(pruner)
         rows.append([pruner, str(len(mine)), rp.fmt_stat(comp, lambda x: f"{x:.1f}x"),
                      rp.fmt_stat((rp.accuracy(r, t) for r in mine for t in r.tasks), rp.fmt_pct),
                      rp.fmt_stat((rp.teacher_accuracy(r, t) for r in mine for t in r.tasks), rp.fmt_pct),
-                     "—" if drop is None else f"{-drop:+.2f}",
+                     "—" if drop is None else f"{0.0 - drop:+.2f}",
                      f"{paper:g}x" if paper else "—", f"{ratio(c, paper):.2f}" if paper and c else "—"])
         if pruner in ADMM_TARGET:
             need, within = ADMM_TARGET[pruner]
             ok = None if c is None or drop is None else (c >= need and drop <= within)
             checks.append(["admm_lenet5", f"{pruner}: weight compression within {within:g} pt",
-                           f"{c:.1f}x at {-drop:+.2f} pt" if c and drop is not None else "—",
+                           f"{c:.1f}x at {0.0 - drop:+.2f} pt" if c and drop is not None else "—",
                            f"{paper:g}x", f">= {need:g}x", check(ok)])
     return [rp.Table(["pruner", "n", "compression (weights)", "test accuracy", "dense teacher",
                       "change (pt)", "paper", "ours / paper"], rows)]
 
 
+def _compression(run: rp.Run) -> float:
+    """A run's weight compression (0 when unknown)."""
+    return rp.number((run.data.get("compression") or {}).get("weights")) or 0.0
+
+
 def mergers_section(comp: rp.Comparison, checks: Checks, name: str) -> list[rp.Block]:
     """Cost per subset per merger (mean ± std over seeds), accuracy, and the headline ratios."""
-    blocks: list[rp.Block] = [rp.Heading(4, "Cost of every task subset (FLOPs, mean ± std over seeds)"),
-                              rp.cost_table(comp, "flops"),
+    blocks: list[rp.Block] = [rp.Heading(4, "Cost of every task subset (FLOPs, mean ± std over seeds, "
+                                            "all finished runs)"),
+                              subset_cost_table(comp),
                               rp.Heading(4, "Test accuracy (%)"), rp.accuracy_table(comp, TOLERANCE)]
     heads, excluded = rp.headlines(comp, TOLERANCE, "flops")
     for head in heads:
@@ -216,6 +222,18 @@ def mergers_section(comp: rp.Comparison, checks: Checks, name: str) -> list[rp.B
         blocks += [rp.Text("Runs left out of the ratios:"),
                    rp.Bullets([f"{r.label}: {why}" for r, why in excluded])]
     return blocks
+
+
+def subset_cost_table(comp: rp.Comparison) -> rp.Table:
+    """FLOPs of every task subset (rows) per method (columns), unpruned teachers first."""
+    methods = comp.methods()
+    ok = [r for r in comp.runs if r.ok]
+    rows = []
+    for s in comp.subsets():
+        rows.append([s, rp.fmt_stat((rp.teacher_cost(r, s, "flops") for r in ok[:1]), rp.fmt_count)]
+                    + [rp.fmt_stat((rp.cost(r, s, "flops") for r in rs), rp.fmt_count) for rs in methods.values()])
+    return rp.Table(["subset", "teachers, unpruned"]
+                    + [f"{rp.method_label(m)} (n={len(rs)})" for m, rs in methods.items()], rows)
 
 
 def paper_table(head: rp.Headline) -> rp.Table:
@@ -360,7 +378,7 @@ def preset_blocks(preset: Preset, root: Path, figures: Path, checks: Checks) -> 
     ok = sum(r.ok for r in runs)
     wall = sum(float(x.get("seconds", 0)) for x in log)
     blocks.append(rp.Bullets([
-        f"Command: `{cmd}` (it runs `{log[-1]['command'] if log else 'mergeprune -m experiment=' + preset.name}`)",
+        f"Command: `{cmd}` (it runs `{shown_command(log, preset.name, sweep)}`)",
         f"Sweep folder: `{display(sweep)}`; every number below is read from the results.json files in it",
         f"Jobs: {ok} finished of {len(runs)}; their own times add up to {fmt_seconds(job_seconds(runs))}; "
         f"launches of this preset took {fmt_seconds(wall)} of wall time in all ({len(log)} launch(es))",
@@ -384,6 +402,12 @@ def preset_blocks(preset: Preset, root: Path, figures: Path, checks: Checks) -> 
         blocks += relatedness_section(runs)
     blocks += copy_figures(sweep / "report", figures / preset.name, preset.kind)
     return blocks
+
+
+def shown_command(log: list[dict[str, Any]], name: str, sweep: Path) -> str:
+    """The multirun command of the last launch (or the one a launch would run), paths shortened."""
+    cmd = log[-1]["command"] if log else shlex.join(preset_command(name, sweep, []))
+    return cmd.replace(sys.executable, "python").replace(str(ROOT) + "/", "")
 
 
 def copy_figures(report_dir: Path, dest: Path, kind: str) -> list[rp.Block]:
