@@ -82,12 +82,12 @@ def run_preset(name: str, root: Path, overrides: list[str]) -> int:
     sweep.mkdir(parents=True, exist_ok=True)
     cmd = preset_command(name, sweep, overrides)
     print(f"reproduce: {name}: {shlex.join(cmd)}", flush=True)
-    started, t0 = dt.datetime.now().isoformat(timespec="seconds"), time.perf_counter()
+    started, t0, commit = dt.datetime.now().isoformat(timespec="seconds"), time.perf_counter(), git_commit()
     code = subprocess.call(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     seconds = round(time.perf_counter() - t0, 1)
     log = launches(sweep)
     log.append({"command": shlex.join(cmd), "started": started, "seconds": seconds,
-                "returncode": code, "machine": machine()})
+                "returncode": code, "commit": commit, "machine": machine()})
     write_json(sweep / "reproduce.json", {"preset": name, "launches": log})
     print(f"reproduce: {name}: exit {code} after {seconds:.0f} s", flush=True)
     rp.main([str(sweep), "--out", str(sweep / "report"), "--tolerance", str(TOLERANCE)])
@@ -379,7 +379,9 @@ def preset_blocks(preset: Preset, root: Path, figures: Path, checks: Checks) -> 
     wall = sum(float(x.get("seconds", 0)) for x in log)
     blocks.append(rp.Bullets([
         f"Command: `{cmd}` (it runs `{shown_command(log, preset.name, sweep)}`)",
-        f"Sweep folder: `{display(sweep)}`; every number below is read from the results.json files in it",
+        f"Sweep folder: `{display(sweep)}`; every number below is read from the results.json files in it"
+        + (f"; launched from commit(s) {', '.join(dict.fromkeys(str(x['commit']) for x in log if 'commit' in x))}"
+           if any("commit" in x for x in log) else ""),
         f"Jobs: {ok} finished of {len(runs)}; their own times add up to {fmt_seconds(job_seconds(runs))}; "
         f"launches of this preset took {fmt_seconds(wall)} of wall time in all ({len(log)} launch(es))",
     ]))

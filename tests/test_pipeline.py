@@ -30,6 +30,15 @@ def test_teachers_train_cache_and_results(tiny, tmp_path: Path) -> None:
     assert second["timings_s"]["teachers"] < first["timings_s"]["teachers"]
 
 
+def test_same_task_under_another_name_gets_its_own_teacher(tiny, tmp_path: Path) -> None:
+    # related2 at step 0: task a is digits 0-4, defined exactly like split2's lo; its teacher starts
+    # from another seed (the name seeds it), so it must not be the cached lo teacher
+    run_job(tiny("stages=[teachers]", "logger=none", "teachers.epochs=1"), tmp_path / "lohi")
+    run_job(tiny("stages=[teachers]", "logger=none", "teachers.epochs=1", "tasks=related2"), tmp_path / "ab")
+    saved = json.loads((tmp_path / "ab" / "results.json").read_text())
+    assert saved["status"] == "ok" and not saved["teachers"]["a"]["reused"]
+
+
 def test_wandb_offline_run_holds_metrics(tiny, tmp_path: Path) -> None:
     job = tmp_path / "job"
     run_job(tiny("stages=[teachers]", "logger=wandb", "teachers.epochs=1"), job)

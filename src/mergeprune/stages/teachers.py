@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 from omegaconf import OmegaConf
 
 from mergeprune.cost import all_costs
-from mergeprune.models.grouped import GroupedNet
+from mergeprune.models.grouped import CheckpointError, GroupedNet
 from mergeprune.training.fit import fit
 from mergeprune.training.module import MultiTaskModule
 
@@ -45,7 +45,7 @@ def trainer_identity(trainer_cfg: Any) -> dict[str, Any]:
 def teacher_payload(job: Any, task_name: str) -> dict[str, Any]:
     """Everything that determines one teacher (hashed into its cache key)."""
     task = next(t for t in job.tasks if t.name == task_name)
-    return {"data": data_identity(job.cfg.dataset), "task": task.describe(),
+    return {"data": data_identity(job.cfg.dataset), "task": task.describe(), "name": task_name,  # seeds it
             "model": job.spec.to_dict(), "train": OmegaConf.to_container(job.cfg.teachers, resolve=True),
             "trainer": trainer_identity(job.cfg.trainer), "seed": int(job.cfg.seed)}
 
@@ -65,6 +65,9 @@ def train_teachers(job: Any) -> dict[str, Teacher]:
         folder, reused = job.cache.get_or_build("teachers", teacher_payload(job, task.name), build)
         info = json.loads((folder / "info.json").read_text())
         net = GroupedNet.load(folder / "net.pt")
+        if list(net.tasks) != [task.name]:
+            raise CheckpointError(f"{folder / 'net.pt'}: a teacher of {list(net.tasks)} found for task "
+                                  f"'{task.name}'; delete the folder to retrain it")
         if reused:
             print(f"teachers: reusing cached teacher '{task.name}' "
                   f"(test acc {info['accuracy']:.4f}) from {folder}")
