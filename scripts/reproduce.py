@@ -127,7 +127,7 @@ def git_commit() -> str:
 
 def overrides_of(run: rp.Run) -> dict[str, str]:
     """A job's Hydra overrides as key -> value."""
-    pairs = (item.split("=", 1) for item in rp.job_overrides(run.path.parent).split())
+    pairs = (item.split("=", 1) for item in rp.job_override_list(run.path.parent) if "=" in item)
     return {k.lstrip("+"): v for k, v in pairs}
 
 
@@ -180,18 +180,19 @@ def admm_section(runs: list[rp.Run], checks: Checks) -> list[rp.Block]:
         drops = [100 * (rp.teacher_accuracy(r, t) - rp.accuracy(r, t)) for r in mine for t in r.tasks
                  if rp.accuracy(r, t) is not None and rp.teacher_accuracy(r, t) is not None]
         c = rp.mean_of(comp)
-        drop = max(drops) + 0.0 if drops else None  # + 0.0: no '-0.00'
+        drop = max(drops) if drops else None
+        change = "—" if drop is None else f"{0.0 - drop:+.2f}"  # 0.0 - x: no '-0.00'
         paper = PAPER_ADMM.get(pruner)
         rows.append([pruner, str(len(mine)), rp.fmt_stat(comp, lambda x: f"{x:.1f}x"),
                      rp.fmt_stat((rp.accuracy(r, t) for r in mine for t in r.tasks), rp.fmt_pct),
                      rp.fmt_stat((rp.teacher_accuracy(r, t) for r in mine for t in r.tasks), rp.fmt_pct),
-                     "—" if drop is None else f"{0.0 - drop:+.2f}",
+                     change,
                      f"{paper:g}x" if paper else "—", f"{ratio(c, paper):.2f}" if paper and c else "—"])
         if pruner in ADMM_TARGET:
             need, within = ADMM_TARGET[pruner]
             ok = None if c is None or drop is None else (c >= need and drop <= within)
             checks.append(["admm_lenet5", f"{pruner}: weight compression within {within:g} pt",
-                           f"{c:.1f}x at {0.0 - drop:+.2f} pt" if c and drop is not None else "—",
+                           f"{c:.1f}x at {change} pt" if c and drop is not None else "—",
                            f"{paper:g}x", f">= {need:g}x", check(ok)])
     return [rp.Table(["pruner", "n", "compression (weights)", "test accuracy", "dense teacher",
                       "change (pt)", "paper", "ours / paper"], rows)]
@@ -473,12 +474,12 @@ FIDELITY = [
 ]
 
 
-def write_page(root: Path, out: Path, names: list[str] | None = None) -> Path:
+def write_page(root: Path, out: Path) -> Path:
     """Generate the results page from the sweep folders below root."""
     figures = out.parent / "results"
     checks: Checks = []
     sections: list[rp.Block] = []
-    for preset in PRESETS if names is None else [BY_NAME[n] for n in names]:
+    for preset in PRESETS:
         sections += preset_blocks(preset, root, figures, checks)
     info = machine_of(root)
     blocks: list[rp.Block] = [

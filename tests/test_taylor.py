@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -222,7 +223,7 @@ def test_broken_cut_is_halved_until_min_fraction(setup: SimpleNamespace) -> None
     pruner(net, setup.job, "t")
     its = pruner.report["iterations"]
     assert any(it["rolled_back"] for it in its)
-    for prev, nxt in zip(its, its[1:]):
+    for prev, nxt in itertools.pairwise(its):
         assert nxt["fraction"] == (prev["fraction"] / 2 if prev["rolled_back"] else prev["fraction"])
     if pruner.report["stopped"] == "tolerance":
         assert its[-1]["rolled_back"] and its[-1]["fraction"] / 2 < 0.1 <= its[-1]["fraction"]

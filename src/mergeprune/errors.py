@@ -1,4 +1,10 @@
-"""Errors that end a job with a one-line message instead of a traceback."""
+"""Errors that end a job with a one-line message instead of a traceback, and the config checks that raise them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -15,3 +21,32 @@ class DataError(Exception):
     def __init__(self, message: str) -> None:
         """Store the message folded onto a single line."""
         super().__init__(" ".join(str(message).splitlines()))
+
+
+def check_choice(value: Any, key: str, allowed: Sequence[str]) -> str:
+    """The value if it is one of the allowed strings."""
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r}; allowed: {', '.join(allowed)}")
+    return str(value)
+
+
+def check_number(value: Any, key: str, low: float | None = None, high: float | None = None,
+                 strict: bool = False) -> float:
+    """The value as a float if it is a finite number within [low, high] (low excluded if strict)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if strict else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        lo = "" if low is None else (f"> {low}" if strict else f">= {low}")
+        hi = "" if high is None else f"<= {high}"
+        raise ConfigError(f"{key}={value}; allowed: a number {' and '.join(x for x in (lo, hi) if x)}")
+    return float(value)
+
+
+def check_int(value: Any, key: str, low: int = 0) -> int:
+    """The value if it is an integer >= low."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{key}={value}; allowed: an integer >= {low}")
+    return int(value)

@@ -120,7 +120,6 @@ def job_payload(cfg: DictConfig) -> dict[str, Any]:
     return plain
 
 
-
 def reuse_finished(cfg: DictConfig, job_dir: Path) -> dict[str, Any] | None:
     """Results of this job from this folder or an earlier launch of the same sweep, if it finished."""
     previous = read_results(job_dir / "results.json")

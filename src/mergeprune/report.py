@@ -109,13 +109,18 @@ def find_missing(dirs: Iterable[str | Path]) -> list[Path]:
     return missing
 
 
-def job_overrides(job_dir: Path) -> str:
-    """The Hydra overrides a job was launched with, space-separated ('' if unknown)."""
+def job_override_list(job_dir: Path) -> list[str]:
+    """The Hydra overrides a job was launched with (empty if unknown)."""
     try:
         lines = (job_dir / ".hydra" / "overrides.yaml").read_text().splitlines()
     except OSError:
-        return ""
-    return " ".join(line.strip()[2:].strip() for line in lines if line.strip().startswith("- "))
+        return []
+    return [line.strip()[2:].strip() for line in lines if line.strip().startswith("- ")]
+
+
+def job_overrides(job_dir: Path) -> str:
+    """The Hydra overrides a job was launched with, space-separated ('' if unknown)."""
+    return " ".join(job_override_list(job_dir))
 
 
 def run_label(job_dir: Path, root: Path) -> str:

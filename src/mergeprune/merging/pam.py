@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mergeprune.errors import ConfigError
+from mergeprune.errors import ConfigError, check_choice, check_int, check_number
 from mergeprune.merging.assemble import Source, assemble
 from mergeprune.merging.mi import (
     Labels,
@@ -86,19 +86,16 @@ class PamMerger:
                  seed: int = 0, closure: str = "widen", compensate: bool = True, relative: bool = False,
                  chunk: int = 256, threads: int = 1):
         self.name = name
-        self.alpha_conv = _number(alpha_conv, "merger.alpha_conv", 0.0, False)
-        self.alpha_fc = _number(alpha_fc, "merger.alpha_fc", 0.0, False)
-        self.sigma2 = _number(sigma2, "merger.sigma2", 0.0, True)
-        self.samples = _integer(samples, "merger.samples", 2)
-        self.chunk = _integer(chunk, "merger.chunk", 1)
-        self.threads = _integer(threads, "merger.threads", 0)
-        if grouping not in GROUPINGS:
-            raise ConfigError(f"merger.grouping={grouping!r}; allowed: {', '.join(GROUPINGS)}")
-        if closure not in CLOSURES:
-            raise ConfigError(f"merger.closure={closure!r}; allowed: {', '.join(CLOSURES)}")
+        self.alpha_conv = check_number(alpha_conv, "merger.alpha_conv", low=0.0)
+        self.alpha_fc = check_number(alpha_fc, "merger.alpha_fc", low=0.0)
+        self.sigma2 = check_number(sigma2, "merger.sigma2", low=0.0, strict=True)
+        self.samples = check_int(samples, "merger.samples", 2)
+        self.chunk = check_int(chunk, "merger.chunk", 1)
+        self.threads = check_int(threads, "merger.threads", 0)
+        self.grouping = check_choice(grouping, "merger.grouping", GROUPINGS)
+        self.closure = check_choice(closure, "merger.closure", CLOSURES)
         if layers is not None and (isinstance(layers, str) or not all(isinstance(x, str) for x in layers)):
             raise ConfigError(f"merger.layers={layers}; allowed: null (all hidden layers) or a list of layer names")
-        self.grouping, self.closure = grouping, closure
         self.layers = None if layers is None else list(layers)
         self.seed, self.compensate, self.relative = int(seed), bool(compensate), bool(relative)
         self.report: dict[str, Any] = {}
@@ -180,14 +177,6 @@ class PamMerger:
         return set(self.layers)
 
 
-def _number(value: Any, key: str, low: float, strict: bool) -> float:
-    """A config number above (strict) or at least low, else ConfigError naming the key."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or value < low or (strict and value == low) or value != value:
-        raise ConfigError(f"{key}={value}; allowed: a number {'>' if strict else '>='} {low:g}")
-    return float(value)
-
-
 @contextmanager
 def _threads(n: int) -> Iterator[None]:
     """Run with n torch threads (0: leave the setting alone), restoring the previous count."""
@@ -198,13 +187,6 @@ def _threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _integer(value: Any, key: str, low: int) -> int:
-    """A config integer of at least low, else ConfigError naming the key."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{key}={value}; allowed: an integer >= {low}")
-    return value
 
 
 def _teacher_labels(teachers: Sequence[GroupedNet], tasks: Sequence[Any],

@@ -27,13 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mergeprune.errors import check_choice, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.pruning.masks import (
     GRANULARITIES,
     Budget,
-    check_choice,
-    check_int,
-    check_number,
     check_optimizer,
     compression,
     kept_units,

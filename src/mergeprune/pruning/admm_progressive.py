@@ -17,10 +17,10 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mergeprune.errors import ConfigError
+from mergeprune.errors import ConfigError, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.pruning.admm import AdmmSettings, admm_stage
-from mergeprune.pruning.masks import Budget, check_int, check_number, plain, sparsity_report
+from mergeprune.pruning.masks import Budget, plain, sparsity_report
 
 
 class ProgressiveAdmmPruner:

@@ -21,15 +21,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from mergeprune.errors import ConfigError
+from mergeprune.errors import ConfigError, check_choice, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.pruning.admm import mean_accuracy
 from mergeprune.pruning.masks import (
     GRANULARITIES,
     Budget,
-    check_choice,
-    check_int,
-    check_number,
     check_optimizer,
     compression,
     global_allocation,

@@ -15,7 +15,6 @@ stage asking for 1% keeps 1% of the layer, not 1% of what an earlier stage left.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -25,7 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
 from mergeprune.cost import dense_weights, nonzero_weights
-from mergeprune.errors import ConfigError
+from mergeprune.errors import ConfigError, check_choice, check_number
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.training.fit import fit
 from mergeprune.training.module import MultiTaskModule
@@ -297,35 +296,6 @@ def plain(node: Any) -> Any:
     if isinstance(node, (DictConfig, ListConfig)):
         return OmegaConf.to_container(node, resolve=True)
     return node
-
-
-def check_choice(value: Any, key: str, allowed: Sequence[str]) -> str:
-    """The value if it is one of the allowed strings."""
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r}; allowed: {', '.join(allowed)}")
-    return str(value)
-
-
-def check_number(value: Any, key: str, low: float | None = None, high: float | None = None,
-                 strict: bool = False) -> float:
-    """The value as a float if it is a finite number within [low, high] (low excluded if strict)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if strict else value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        lo = "" if low is None else (f"> {low}" if strict else f">= {low}")
-        hi = "" if high is None else f"<= {high}"
-        raise ConfigError(f"{key}={value}; allowed: a number {' and '.join(x for x in (lo, hi) if x)}")
-    return float(value)
-
-
-def check_int(value: Any, key: str, low: int = 0) -> int:
-    """The value if it is an integer >= low."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{key}={value}; allowed: an integer >= {low}")
-    return int(value)
 
 
 def check_ratios(values: Any, key: str) -> dict[str, float]:

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from mergeprune.cost import subset_cost
-from mergeprune.errors import ConfigError
+from mergeprune.errors import ConfigError, check_choice, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.tasks import Task
 from mergeprune.training.fit import accuracy, fit
@@ -61,33 +61,22 @@ class TaylorPruner:
                  tolerance: float = 0.01, lr: float = 1e-3, final_epochs: int = 0,
                  normalize: str = "l2", optimizer: str = "adam", batch_size: int | None = None,
                  min_fraction: float | None = None):
-        if granularity != "neurons":
-            raise ConfigError(f"pruner.granularity={granularity!r}; allowed for pruner=taylor: neurons")
-        if not _number(fraction) or not 0 < fraction < 1:
+        self.granularity = check_choice(granularity, "pruner.granularity", ("neurons",))
+        self.fraction = check_number(fraction, "pruner.fraction", low=0.0, high=1.0, strict=True)
+        if self.fraction == 1.0:
             raise ConfigError(f"pruner.fraction={fraction}; allowed: a number in (0, 1)")
-        _int_at_least(batches, 1, "pruner.batches")
-        _int_at_least(finetune_epochs, 0, "pruner.finetune_epochs")
-        _int_at_least(max_iterations, 0, "pruner.max_iterations")
-        _int_at_least(final_epochs, 0, "pruner.final_epochs")
-        min_fraction = fraction if min_fraction is None else min_fraction
-        if not _number(min_fraction) or not 0 < min_fraction <= fraction:
-            raise ConfigError(f"pruner.min_fraction={min_fraction}; allowed: a number in (0, pruner.fraction]")
-        if not _number(tolerance) or tolerance < 0:
-            raise ConfigError(f"pruner.tolerance={tolerance}; allowed: a number >= 0")
-        if not _number(lr) or lr <= 0:
-            raise ConfigError(f"pruner.lr={lr}; allowed: a number > 0")
-        if normalize not in NORMALIZE:
-            raise ConfigError(f"pruner.normalize={normalize!r}; allowed: {', '.join(NORMALIZE)}")
-        if optimizer not in OPTIMIZERS:
-            raise ConfigError(f"pruner.optimizer={optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
-        if batch_size is not None:
-            _int_at_least(batch_size, 1, "pruner.batch_size")
-        self.name, self.granularity = name, granularity
-        self.fraction, self.batches, self.batch_size = float(fraction), batches, batch_size
-        self.min_fraction = float(min_fraction)
-        self.finetune_epochs, self.max_iterations = finetune_epochs, max_iterations
-        self.tolerance, self.lr, self.final_epochs = float(tolerance), float(lr), final_epochs
-        self.normalize, self.optimizer = normalize, optimizer
+        self.min_fraction = check_number(fraction if min_fraction is None else min_fraction,
+                                         "pruner.min_fraction", low=0.0, high=self.fraction, strict=True)
+        self.batches = check_int(batches, "pruner.batches", 1)
+        self.finetune_epochs = check_int(finetune_epochs, "pruner.finetune_epochs", 0)
+        self.max_iterations = check_int(max_iterations, "pruner.max_iterations", 0)
+        self.final_epochs = check_int(final_epochs, "pruner.final_epochs", 0)
+        self.tolerance = check_number(tolerance, "pruner.tolerance", low=0.0)
+        self.lr = check_number(lr, "pruner.lr", low=0.0, strict=True)
+        self.normalize = check_choice(normalize, "pruner.normalize", NORMALIZE)
+        self.optimizer = check_choice(optimizer, "pruner.optimizer", OPTIMIZERS)
+        self.batch_size = None if batch_size is None else check_int(batch_size, "pruner.batch_size", 1)
+        self.name = name
         self.report: dict[str, Any] = {}
 
     # ----- the loop --------------------------------------------------------------------------------
@@ -332,14 +321,3 @@ def _fmt_live(net: GroupedNet) -> str:
 def _fmt_acc(acc: Mapping[str, float]) -> str:
     """'lo=0.9912 hi=0.9876'."""
     return " ".join(f"{t}={a:.4f}" for t, a in acc.items())
-
-
-def _number(value: Any) -> bool:
-    """A real number (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _int_at_least(value: Any, low: int, key: str) -> None:
-    """Raise unless value is an integer >= low."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{key}={value}; allowed: an integer >= {low}")
