@@ -127,7 +127,7 @@ def test_failed_missing_and_unreadable_listed(report: tuple[Path, str]) -> None:
     assert "### Failed runs (1)" in markdown
     assert "TrainingError: non-finite loss in stage finetune (epoch 3)" in markdown
     assert "### Missing jobs (Hydra job folder without results.json) (1)" in markdown
-    assert "no results.json (overrides: merger=none seed=1)" in markdown
+    assert "no result (killed?); overrides: merger=none seed=1" in markdown
     assert "### Unreadable results.json files (1)" in markdown
     assert "sweep_mnist/8" in markdown
     html = (report[0] / "report.html").read_text()

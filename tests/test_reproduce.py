@@ -76,7 +76,7 @@ def test_page_ratios_trace_to_the_results_files(page: tuple[Path, str]) -> None:
 def test_failed_and_missing_jobs_are_listed(page: tuple[Path, str]) -> None:
     _, text = page
     assert "Jobs that did not finish:" in text
-    assert "failed" in text and "no results.json" in text
+    assert "failed" in text and "no result (killed?)" in text
 
 
 def test_unknown_preset_is_refused() -> None:

@@ -4,16 +4,52 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from mergeprune.errors import ConfigError, DataError, TrainingError
+from mergeprune.errors import ConfigError, DataError, StorageError, TrainingError
 from mergeprune.models.grouped import CheckpointError
 from mergeprune.pipeline import run_job
+
+# errors whose message says all there is to say: one line, no traceback
+USER_ERRORS = (ConfigError, DataError, TrainingError, CheckpointError, StorageError)
+
+
+class JobFailed(CompactHydraException):
+    """A job of a sweep failed with a user error; Hydra prints it as one line after the sweep."""
+
+
+class OutputsWritable(Callback):
+    """Before Hydra creates the run or sweep folder, fail with one line if it cannot be written."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_writable(Path(config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_writable(Path(config.hydra.sweep.dir))
+
+
+def check_writable(folder: Path) -> None:
+    """Exit with status 2 and one line unless a file can be created where folder is (or would be)."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as err:
+        print(f"mergeprune: error: cannot write the output folder {folder} ({probe}: {err.strerror}); "
+              "make it writable or choose another with hydra.run.dir / hydra.sweep.dir / "
+              "paths.output_dir", file=sys.stderr)
+        sys.exit(2)
 
 CONF_DIR = os.environ.get("MERGEPRUNE_CONF", str(Path(__file__).resolve().parents[2] / "conf"))
 
@@ -46,11 +82,15 @@ def app(cfg: DictConfig) -> None:
     set_threads()
     try:
         run_job(cfg, Path(hc.runtime.output_dir), group=sweep_group(cfg))
-    except (ConfigError, DataError, TrainingError, CheckpointError) as err:
-        if hc.mode == RunMode.MULTIRUN:
-            raise  # Hydra records the failure, runs the other jobs, then exits non-zero
+    except USER_ERRORS as err:
+        if hc.mode == RunMode.MULTIRUN:  # Hydra records it, runs the other jobs, then exits non-zero
+            raise JobFailed(f"mergeprune: error: {err}") from None
         print(f"mergeprune: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as err:
+        print(f"mergeprune: interrupted: {err}" if str(err) else "mergeprune: interrupted",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 def main() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,3 +52,31 @@ def check_int(value: Any, key: str, low: int = 0) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise ConfigError(f"{key}={value}; allowed: an integer >= {low}")
     return int(value)
+
+
+def one_line(err: BaseException) -> str:
+    """A short one-line description of an exception (torch's unpickling advice left out)."""
+    if isinstance(err, pickle.UnpicklingError) or "weights_only" in str(err):
+        return "it holds more than tensors and plain data, refused by torch.load(weights_only=True)"
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first}"[:300]
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """The job was interrupted (Ctrl-C); its results.json says `interrupted`."""
+
+
+class StorageError(Exception):
+    """A file or folder the job must write cannot be written; the message names it and what to do."""
+
+
+WRITE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
+def storage_error(err: OSError) -> StorageError | None:
+    """A one-line StorageError for an OSError that means 'cannot write here', else None."""
+    if err.errno not in WRITE_ERRNOS:
+        return None
+    where = err.filename or "a file"
+    return StorageError(f"cannot write {where}: {err.strerror}; make it writable, or point "
+                        "paths.output_dir / paths.cache_dir / hydra.run.dir at a writable folder")

@@ -76,6 +76,9 @@ class WandbRun(RunLogger):
 
         self.mode = mode or os.environ.get("WANDB_MODE", "offline")
         os.environ.setdefault("WANDB_SILENT", "true")
+        if self.mode != "online":  # no server to talk to: no telemetry either (it makes DNS queries)
+            os.environ.setdefault("WANDB_MODE", self.mode)
+            os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
         self._logger = WandbLogger(project=project, entity=entity, save_dir=str(self.job_dir),
                                    group=self.group, job_type=self.job_type, tags=self.tags,
                                    config=self.config, mode=self.mode)

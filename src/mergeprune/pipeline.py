@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
-import shutil
+import json
+import logging
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mergeprune.cache import StageCache, cache_key
+from mergeprune.config_check import STAGES, check_config
 from mergeprune.data.datamodule import MultiTaskDataModule
-from mergeprune.errors import ConfigError
+from mergeprune.errors import ConfigError, JobInterrupted, storage_error
+from mergeprune.finished import (PAYLOAD_FILE, job_payload, keep_finished, remember_finished,
+                                 reuse_finished)
 from mergeprune.logger import RunLogger
 from mergeprune.models.spec import ModelSpec
 from mergeprune.results import new_results, read_results, write_json
-from mergeprune.stages.teachers import trainer_identity
+from mergeprune.seeding import seed_all
 from mergeprune.tasks import Task, build_tasks
 
-STAGES = ("teachers", "merge", "prune", "finetune", "evaluate")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,31 +60,6 @@ def build(node: Any, **kwargs: Any) -> Any:
         raise ConfigError(f"{node.get('_target_')}: {err}") from None
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Fail on semantically wrong top-level values before anything is built."""
-    stages = list(cfg.stages)
-    bad = [s for s in stages if s not in STAGES]
-    if bad or not stages:
-        raise ConfigError(f"stages={stages} (bad: {bad or 'empty'}); allowed: any of {list(STAGES)}")
-    _non_negative_int(cfg.teachers.epochs, "teachers.epochs")
-    _positive(cfg.teachers.optimizer.lr, "teachers.optimizer.lr")
-    _positive(cfg.dataset.batch_size, "dataset.batch_size")
-    for key in ("val_size", "test_size"):
-        _non_negative_int(cfg.dataset[key], f"dataset.{key}")
-
-
-def _non_negative_int(value: Any, key: str) -> None:
-    """Raise unless value is an integer >= 0."""
-    if not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{key}={value}; allowed: an integer >= 0")
-
-
-def _positive(value: Any, key: str) -> None:
-    """Raise unless value is a number > 0."""
-    if not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{key}={value}; allowed: a number > 0")
-
-
 def experiment_info(cfg: DictConfig) -> dict[str, Any]:
     """The `experiment` block of results.json."""
     return {"name": cfg.name, "dataset": cfg.dataset.name, "tasks": list(cfg.tasks.keys()),
@@ -103,76 +81,51 @@ def prepare(cfg: DictConfig, job_dir: Path, group: str, job_type: str) -> Job:
                     group=group, job_type=job_type,
                     tags=[f"merger:{cfg.merger.name}", f"pruner:{cfg.pruner.name}"])
     results = new_results(experiment_info(cfg))
-    return Job(cfg, job_dir, tasks, data, spec, StageCache(cfg.paths.cache_dir), tracker, results,
-               components)
-
-
-# config keys that do not change a job's results (where files go, how progress is shown)
-NOT_RESULT_KEYS = ("paths", "logger", "hydra", "name", "skip_finished")
-
-
-def job_payload(cfg: DictConfig) -> dict[str, Any]:
-    """Everything that determines a job's results (its key in the finished-jobs cache)."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain = {k: v for k, v in plain.items() if k not in NOT_RESULT_KEYS}
-    plain.get("evaluate", {}).pop("latency_repeats", None)
-    plain["trainer"] = trainer_identity(cfg.trainer)
-    return plain
-
-
-def reuse_finished(cfg: DictConfig, job_dir: Path) -> dict[str, Any] | None:
-    """Results of this job from this folder or an earlier launch of the same sweep, if it finished."""
-    previous = read_results(job_dir / "results.json")
-    if previous and previous.get("status") == "ok":
-        print(f"job already finished in {job_dir}: skipped")
-        return previous
-    entry = StageCache(cfg.paths.cache_dir).entry("jobs", cache_key(job_payload(cfg)))
-    cached = read_results(entry / "results.json")
-    if not cached or cached.get("status") != "ok":
-        return None
-    for item in entry.iterdir():
-        if item.name != "payload.json":
-            copy = shutil.copytree if item.is_dir() else shutil.copy2
-            copy(item, job_dir / item.name)
-    print(f"job finished in an earlier launch: results reused from {entry}")
-    return cached
-
-
-def remember_finished(cfg: DictConfig, job_dir: Path) -> None:
-    """Store a finished job's results, model and exports so a relaunch reuses them."""
-    def build(folder: Path) -> None:
-        for name in ("results.json", "model.pt", "export"):
-            item = job_dir / name
-            if item.is_dir():
-                shutil.copytree(item, folder / name)
-            elif item.exists():
-                shutil.copy2(item, folder / name)
-
-    StageCache(cfg.paths.cache_dir).get_or_build("jobs", job_payload(cfg), build)
+    return Job(cfg, job_dir, tasks, data, spec, StageCache(cfg.paths.cache_dir, owner=str(job_dir)),
+               tracker, results, components)
 
 
 def run_job(cfg: DictConfig, job_dir: str | Path, group: str | None = None) -> dict[str, Any]:
     """Run one job end to end and return its results (also written to job_dir/results.json)."""
+    job_dir = Path(job_dir)
+    try:
+        return _run(cfg, job_dir, group)
+    except OSError as err:
+        problem = storage_error(err)
+        if problem is None:
+            raise
+        _write_failed(job_dir / "results.json", cfg, str(problem))
+        raise problem from None
+
+
+def _run(cfg: DictConfig, job_dir: Path, group: str | None) -> dict[str, Any]:
+    """run_job without the translation of storage errors."""
     from mergeprune.stages import runners
 
-    job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     path = job_dir / "results.json"
-    if cfg.get("skip_finished", True):
-        finished = reuse_finished(cfg, job_dir)
-        if finished is not None:
-            return finished
+    try:
+        check_config(cfg)
+        payload = job_payload(cfg)
+    except Exception as err:  # bad config: recorded, nothing trained
+        _write_failed(path, cfg, f"{type(err).__name__}: {err}")
+        raise
+    finished = reuse_finished(cfg, job_dir, payload, skip=bool(cfg.get("skip_finished", True)))
+    if finished is not None:
+        return finished
     stages = [s for s in STAGES if s in cfg.stages]
     job_type = stages[0] if len(stages) == 1 else "pipeline"
-    pl.seed_everything(int(cfg.seed), verbose=False)
+    seed_all(int(cfg.seed))
     try:
         job = prepare(cfg, job_dir, group or str(cfg.name), job_type)
     except Exception as err:  # bad config or data: recorded, nothing trained
-        failed = new_results({"name": str(cfg.get("name"))}) | {"status": "failed",
-                                                                "error": f"{type(err).__name__}: {err}"}
-        write_json(path, failed)
+        _write_failed(path, cfg, f"{type(err).__name__}: {err}")
         raise
+    job.results["job_key"] = cache_key(payload)
+    (job_dir / PAYLOAD_FILE).write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
+    write_json(path, job.results)  # status: running, until the job ends one way or another
     start = time.perf_counter()
+    stage = stages[0]
     try:
         for stage in stages:
             t0 = time.perf_counter()
@@ -181,7 +134,12 @@ def run_job(cfg: DictConfig, job_dir: str | Path, group: str | None = None) -> d
         job.results["status"] = "ok"
         job.results["timings_s"]["total"] = round(time.perf_counter() - start, 3)
         write_json(path, job.results)
-        remember_finished(cfg, job_dir)
+        remember_finished(cfg, job_dir, payload)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C (Lightning turns it into SystemExit)
+        job.results["status"] = "interrupted"
+        job.results["error"] = (f"interrupted during stage {stage}; run the same command again to "
+                                "continue (finished stages are cached)")
+        raise JobInterrupted(f"{path}: {job.results['error']}") from None
     except Exception as err:
         job.results["status"] = "failed"
         job.results["error"] = f"{type(err).__name__}: {err}"
@@ -189,9 +147,30 @@ def run_job(cfg: DictConfig, job_dir: str | Path, group: str | None = None) -> d
         raise
     finally:
         job.results["timings_s"]["total"] = round(time.perf_counter() - start, 3)
-        write_json(path, job.results)
+        _try_write(path, job.results)
         try:
             runners.publish(job)
         finally:
             job.tracker.finish()
     return job.results
+
+
+def _write_failed(path: Path, cfg: DictConfig, message: str) -> None:
+    """Record a failed job, keeping what its results.json already says (best effort: the folder may
+    be unwritable); a finished result found there is set aside first."""
+    try:
+        keep_finished(path.parent)
+    except OSError:
+        pass
+    results = read_results(path)
+    if not isinstance(results, dict) or results.get("status") == "ok":
+        results = new_results({"name": str(cfg.get("name"))})
+    _try_write(path, results | {"status": "failed", "error": message})
+
+
+def _try_write(path: Path, results: dict[str, Any]) -> None:
+    """write_json, unless the folder cannot be written (the caller reports that)."""
+    try:
+        write_json(path, results)
+    except OSError as err:
+        log.error("cannot write %s: %s", path, err.strerror)

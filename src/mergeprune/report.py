@@ -89,12 +89,24 @@ def find_results(dirs: Iterable[str | Path]) -> list[tuple[Path, dict]]:
     found, seen = [], set()
     for d in dirs:
         for path in sorted(Path(d).rglob("results.json")):
-            if path.resolve() in seen or not path.is_file():
+            if path.resolve() in seen or not path.is_file() or not_a_run(path, Path(d)):
                 continue
             seen.add(path.resolve())
             data = read_results(path)
             found.append((path, data if isinstance(data, dict) else {"status": "unreadable"}))
     return found
+
+
+def not_a_run(path: Path, root: Path) -> bool:
+    """Whether a results.json is a copy, not a job's own: a stage-cache entry (it holds payload.json)
+    or anything in a hidden folder (superseded results, moved-aside cache entries)."""
+    if (path.parent / "payload.json").exists():
+        return True
+    try:
+        rel = path.resolve().relative_to(root.resolve())
+    except ValueError:
+        rel = path
+    return any(part.startswith(".") for part in rel.parts[:-1])
 
 
 def find_missing(dirs: Iterable[str | Path]) -> list[Path]:
@@ -162,7 +174,7 @@ def gather(dirs: Iterable[str | Path]) -> list[Run]:
     runs = [make_run(path, data, roots) for path, data in find_results(roots)]
     for job in find_missing(roots):
         overrides = job_overrides(job)
-        note = "no results.json" + (f" (overrides: {overrides})" if overrides else "")
+        note = "no result (killed?)" + (f"; overrides: {overrides}" if overrides else "")
         runs.append(Run(job, run_label(job, root_of(job, roots)), "missing", {}, note))
     return runs
 

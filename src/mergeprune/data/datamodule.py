@@ -10,7 +10,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from mergeprune.data.idx import IDX_SOURCES, load_idx_source
 from mergeprune.errors import ConfigError, DataError
@@ -58,6 +58,26 @@ class TaskDataset(Dataset):
         return self.images[ix], tuple(t[ix] for t in self.targets)
 
 
+class EpochShuffle(RandomSampler):
+    """A shuffled order that is a function of (seed, epoch) alone, so a resumed run sees the same batches.
+
+    Lightning calls set_epoch at the start of every training epoch (also after a resume); as a
+    RandomSampler it is replaced by Lightning's seeded DistributedSampler under DDP.
+    """
+
+    def __init__(self, data: Dataset, seed: int):
+        super().__init__(data)
+        self.seed, self.epoch = int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of this epoch."""
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=gen).tolist()
+
+
 def _identity(batch: Any) -> Any:
     """Collate for batches that __getitems__ already assembled."""
     return batch
@@ -78,6 +98,7 @@ class MultiTaskDataModule(pl.LightningDataModule):
         self.num_classes = num_classes
         self.name = name or source
         self.splits: dict[str, TaskDataset] = {}
+        self.shuffle_seed = 0  # set by training.fit before every training phase
 
     def setup(self, stage: str | None = None) -> None:
         """Load the source once and cut the splits."""
@@ -118,8 +139,9 @@ class MultiTaskDataModule(pl.LightningDataModule):
     def loader(self, split: str, shuffle: bool = False, batch_size: int | None = None) -> DataLoader:
         """A DataLoader over one split."""
         self.setup()
+        sampler = EpochShuffle(self.splits[split], self.shuffle_seed) if shuffle else None
         return DataLoader(self.splits[split], batch_size=batch_size or self.batch_size,
-                          shuffle=shuffle, collate_fn=_identity)
+                          sampler=sampler, collate_fn=_identity)
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", shuffle=True)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mergeprune.errors import one_line
 from mergeprune.models.spec import LayerSpec, ModelSpec
 
 
@@ -240,7 +241,7 @@ class GroupedNet(nn.Module):
             payload = torch.load(path, map_location="cpu", weights_only=True)
             return cls.from_checkpoint(payload)
         except Exception as err:  # noqa: BLE001 - any failure here means an unusable checkpoint
-            raise CheckpointError(f"cannot load network checkpoint {path}: {err}") from err
+            raise CheckpointError(f"cannot load network checkpoint {path}: {one_line(err)}") from err
 
 
 class CheckpointError(RuntimeError):

@@ -71,7 +71,7 @@ class TaylorPruner:
         self.finetune_epochs = check_int(finetune_epochs, "pruner.finetune_epochs", 0)
         self.max_iterations = check_int(max_iterations, "pruner.max_iterations", 0)
         self.final_epochs = check_int(final_epochs, "pruner.final_epochs", 0)
-        self.tolerance = check_number(tolerance, "pruner.tolerance", low=0.0)
+        self.tolerance = check_number(tolerance, "pruner.tolerance", low=0.0, high=1.0)  # accuracy points as a fraction
         self.lr = check_number(lr, "pruner.lr", low=0.0, strict=True)
         self.normalize = check_choice(normalize, "pruner.normalize", NORMALIZE)
         self.optimizer = check_choice(optimizer, "pruner.optimizer", OPTIMIZERS)

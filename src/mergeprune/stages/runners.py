@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from mergeprune.cache import cache_key
 from mergeprune.cost import group_sizes
 from mergeprune.models.grouped import GroupedNet
+from mergeprune.seeding import seed_all, stage_seed
 from mergeprune.stages.teachers import teacher_payload, train_teachers
 
 
@@ -47,17 +48,26 @@ def _cfg(node: Any) -> Any:
 
 def _cached_net(job: Any, stage: str, payload: dict[str, Any],
                 make: Callable[[str], tuple[GroupedNet, dict[str, Any]]]) -> tuple[GroupedNet, dict, str]:
-    """Build a network with make(key) unless cached; returns (net, report, key)."""
+    """Build a network with make(key) unless cached; returns (net, report, key).
+
+    The stage is seeded from the job seed and its key first, so what it builds depends on the key
+    alone, not on what ran before it in this process.
+    """
+    key = cache_key(payload)
+
     def build(folder: Path) -> None:
-        net, report = make(cache_key(payload))
+        seed_all(stage_seed(job.cfg.seed, key))
+        net, report = make(key)
         net.save(folder / "net.pt")
         (folder / "report.json").write_text(json.dumps(report, indent=1, default=str))
 
-    folder, reused = job.cache.get_or_build(stage, payload, build)
+    def load(folder: Path) -> tuple[GroupedNet, dict]:
+        return GroupedNet.load(folder / "net.pt"), json.loads((folder / "report.json").read_text())
+
+    (net, report), reused = job.cache.get_or_build(stage, payload, build, load)
     if reused:
-        print(f"{stage}: reusing cached result from {folder}")
-    report = json.loads((folder / "report.json").read_text())
-    return GroupedNet.load(folder / "net.pt"), report, cache_key(payload)
+        print(f"{stage}: reusing cached result from {job.cache.entry(stage, key)}")
+    return net, report, key
 
 
 def run_merge(job: Any) -> None:

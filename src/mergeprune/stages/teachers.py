@@ -12,6 +12,7 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import OmegaConf
 
+from mergeprune.cache import cache_key
 from mergeprune.cost import all_costs
 from mergeprune.models.grouped import CheckpointError, GroupedNet
 from mergeprune.training.fit import fit
@@ -62,12 +63,16 @@ def train_teachers(job: Any) -> dict[str, Teacher]:
         def build(folder: Path, task=task) -> None:
             _train_one(job, task.name, folder)
 
-        folder, reused = job.cache.get_or_build("teachers", teacher_payload(job, task.name), build)
-        info = json.loads((folder / "info.json").read_text())
-        net = GroupedNet.load(folder / "net.pt")
-        if list(net.tasks) != [task.name]:
-            raise CheckpointError(f"{folder / 'net.pt'}: a teacher of {list(net.tasks)} found for task "
-                                  f"'{task.name}'; delete the folder to retrain it")
+        def load(folder: Path, task=task) -> tuple[GroupedNet, dict[str, Any]]:
+            info = json.loads((folder / "info.json").read_text())
+            net = GroupedNet.load(folder / "net.pt")
+            if list(net.tasks) != [task.name] or {"accuracy", "cost"} - set(info):
+                raise CheckpointError(f"{folder}: not a teacher of task '{task.name}'")
+            return net, info
+
+        payload = teacher_payload(job, task.name)
+        (net, info), reused = job.cache.get_or_build("teachers", payload, build, load)
+        folder = job.cache.entry("teachers", cache_key(payload))
         if reused:
             print(f"teachers: reusing cached teacher '{task.name}' "
                   f"(test acc {info['accuracy']:.4f}) from {folder}")

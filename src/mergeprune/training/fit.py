@@ -16,8 +16,12 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import Logger
 
 from mergeprune.data.datamodule import MultiTaskDataModule
+from mergeprune.errors import one_line
 from mergeprune.models.grouped import GroupedNet
+from mergeprune.seeding import draw_seed, rng_state, set_rng_state
 from mergeprune.tasks import Task
+
+log = logging.getLogger(__name__)
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*")
@@ -47,10 +51,25 @@ def make_trainer(trainer_cfg: Mapping[str, Any], epochs: int, logger: Logger | b
 
 
 class EpochCheckpoint(Callback):
-    """Save the whole training state after every epoch, atomically, to resume a killed run."""
+    """Save the whole training state after every epoch, atomically, to resume a killed run.
 
-    def __init__(self, path: Path):
+    Besides Lightning's state (weights, optimizer, schedule, loops) the checkpoint holds the torch,
+    numpy and Python random states and the data order's seed, so a resumed run equals one that was
+    never interrupted.
+    """
+
+    def __init__(self, path: Path, datamodule: MultiTaskDataModule):
         self.path = path
+        self.datamodule = datamodule
+
+    def state_dict(self) -> dict[str, Any]:
+        """Random state and shuffle seed, stored with the checkpoint."""
+        return {"rng": rng_state(), "shuffle_seed": int(self.datamodule.shuffle_seed)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue with the random state of the killed run."""
+        set_rng_state(state_dict["rng"])
+        self.datamodule.shuffle_seed = int(state_dict["shuffle_seed"])
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,13 +83,14 @@ def fit(module: pl.LightningModule, datamodule: MultiTaskDataModule, epochs: int
         callbacks: Sequence[Callback] = (), resume_dir: Path | None = None) -> pl.Trainer:
     """Train a module for some epochs (no-op for 0 epochs); with resume_dir, continue a killed run."""
     callbacks = list(callbacks)
+    datamodule.shuffle_seed = draw_seed()  # the data order of this phase, fixed by the stage's seed
     ckpt_path = None
     if resume_dir is not None:
         last = Path(resume_dir) / "last.ckpt"
-        callbacks.append(EpochCheckpoint(last))
-        if last.exists():
-            epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
-            print(f"resuming from the checkpoint after epoch {epoch + 1} of {epochs} ({last})")
+        callbacks.append(EpochCheckpoint(last, datamodule))
+        epoch = resumable_epoch(last, module, epochs)
+        if epoch is not None:
+            log.info("resuming from the checkpoint after epoch %d of %d (%s)", epoch + 1, epochs, last)
             ckpt_path = str(last)
     trainer = make_trainer(trainer_cfg, epochs, logger, root_dir, callbacks)
     if epochs > 0:
@@ -78,6 +98,39 @@ def fit(module: pl.LightningModule, datamodule: MultiTaskDataModule, epochs: int
     if resume_dir is not None and Path(resume_dir).exists():
         shutil.rmtree(resume_dir, ignore_errors=True)  # finished: the partial state is no longer needed
     return trainer
+
+
+def resumable_epoch(path: Path, module: pl.LightningModule, epochs: int) -> int | None:
+    """The epoch a resume checkpoint was saved after, or None (an unusable one is discarded with a warning)."""
+    if not path.exists():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        problem = checkpoint_problem(ckpt, module, epochs)
+    except Exception as err:  # noqa: BLE001 - truncated, tampered or not tensors-only: all unusable
+        problem = one_line(err)
+    if problem is None:
+        return int(ckpt["epoch"])
+    log.warning("resume checkpoint %s is unusable (%s): discarded, this training phase restarts "
+                "from its first epoch", path, problem)
+    path.unlink(missing_ok=True)
+    return None
+
+
+def checkpoint_problem(ckpt: Any, module: pl.LightningModule, epochs: int) -> str | None:
+    """What makes a loaded resume checkpoint unusable for this module, or None."""
+    if not isinstance(ckpt, dict) or not {"epoch", "state_dict", "optimizer_states", "loops",
+                                          "callbacks"} <= set(ckpt):
+        return "not a full training checkpoint"
+    if not isinstance(ckpt["epoch"], int) or not 0 <= ckpt["epoch"] < max(epochs, 1):
+        return f"epoch {ckpt['epoch']!r} outside 0..{epochs - 1}"
+    mine = module.state_dict()
+    theirs = ckpt["state_dict"]
+    if set(mine) != set(theirs) or any(tuple(theirs[k].shape) != tuple(v.shape) for k, v in mine.items()):
+        return "its weights do not fit this network"
+    if not any(k.startswith("EpochCheckpoint") for k in ckpt["callbacks"]):
+        return "no random state saved with it"
+    return None
 
 
 def _strategy(trainer_cfg: Mapping[str, Any]) -> Any:
