@@ -70,3 +70,95 @@ def test_cli_errors_exit_nonzero_and_leave_outputs(tmp_path: Path) -> None:
     assert "tasks.lo.classes" in last and "0..9" in last
     assert (earlier / "results.json").read_text() == '{"status": "ok"}'
     assert ROOT.joinpath("conf", "config.yaml").exists()
+
+
+def _flat(node: dict, prefix: str = "") -> dict[str, object]:
+    """Dotted key -> leaf value."""
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_debug_and_experiment_override_the_top_level_keys(tmp_path: Path) -> None:
+    import yaml
+
+    debug = yaml.safe_load((CONF / "debug" / "fast.yaml").read_text())
+    for name in options("experiment"):
+        cfg = make_cfg(tmp_path, [f"experiment={name}"])
+        assert cfg.name == name  # the preset names its W&B group and report
+    # through the command line, as a user would check it
+    shown = _cli(tmp_path, "debug=fast", "experiment=pam_split2", "--cfg", "job")
+    assert shown.returncode == 0, shown.stderr
+    job = yaml.safe_load(shown.stdout)
+    assert job["name"] == "pam_split2"
+    for key, value in _flat(debug).items():
+        node = job
+        for part in key.split("."):
+            node = node[part]
+        assert node == value, key
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("pruner.tolerance=2", "pruner.tolerance"),
+    ("dataset.train_size=-5", "dataset.train_size"),
+    ("+foo=1", "foo"),
+    ("+teachers.foo=1", "teachers.foo"),
+    ("+trainer.gpus=1", "trainer.gpus"),
+    ("seed=abc", "seed"),
+    ("seed=-1", "seed"),
+])
+def test_more_bad_values_fail_at_start_up(tiny, tmp_path: Path, override: str, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        run_job(tiny(override), tmp_path / "job")
+    message = str(err.value)
+    assert key in message and "allowed" in message and "\n" not in message
+    assert not (tmp_path / "cache").exists()
+    saved = (tmp_path / "job" / "results.json").read_text()
+    assert '"failed"' in saved and key in saved
+
+
+def _readonly(folder: Path) -> bool:
+    """Make folder unwritable (chmod, or chattr +i as root); False if this system cannot."""
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").touch()
+    except OSError:
+        return True
+    (folder / "probe").unlink()
+    folder.chmod(0o755)
+    return subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+
+
+def _writable(folder: Path) -> None:
+    """Undo _readonly."""
+    subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+    folder.chmod(0o755)
+
+
+@pytest.mark.slow
+def test_user_errors_are_one_line_with_exit_status_2(tmp_path: Path) -> None:
+    fast = ["dataset=digits", "debug=fast", "logger=none", "stages=[teachers]"]
+    bad_seed = _cli(tmp_path, *fast, "seed=abc", "hydra.run.dir=outputs/seed")
+    assert bad_seed.returncode == 2
+    assert bad_seed.stderr.strip().count("\n") == 0 and "seed=abc" in bad_seed.stderr
+    assert '"failed"' in (tmp_path / "outputs" / "seed" / "results.json").read_text()
+    sweep = _cli(tmp_path, "-m", *fast, "seed=0,abc", "hydra.sweep.dir=outputs/sweep")
+    assert sweep.returncode != 0 and "Traceback" not in sweep.stderr
+    assert "mergeprune: error: seed=abc" in sweep.stderr
+    for folder, args in (("outputs_ro", ["hydra.run.dir=outputs_ro/run"]),
+                         ("cache_ro", ["paths.cache_dir=cache_ro/c", "hydra.run.dir=outputs/c"])):
+        (tmp_path / folder).mkdir()
+        if not _readonly(tmp_path / folder):
+            pytest.skip("cannot make a folder read-only here (neither chmod nor chattr works)")
+        try:
+            done = _cli(tmp_path, *fast, *args)
+        finally:
+            _writable(tmp_path / folder)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().count("\n") == 0 and folder in done.stderr, done.stderr
+        assert "writable" in done.stderr
+    assert "cannot write" in (tmp_path / "outputs" / "c" / "results.json").read_text()

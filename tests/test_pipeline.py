@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -97,3 +100,28 @@ def test_lossless_merge_keeps_teacher_accuracy(tiny, tmp_path: Path, merger: str
             absent = [t for t in res["experiment"]["tasks"] if t not in subset.split("+")]
             heads = sum((2 * n_in - 1) * len(cfg.tasks[t].classes) for t in absent)
             assert cost["flops"] == res["cost"][every]["flops"] - heads
+
+
+SPY = """
+import socket, sys
+real = socket.getaddrinfo
+def spy(host, *args, **kwargs):
+    sys.stderr.write(f"LOOKUP {host}\\n")
+    return real(host, *args, **kwargs)
+socket.getaddrinfo = spy
+sys.argv = ["mergeprune", *sys.argv[1:]]
+from mergeprune.cli import main
+main()
+"""
+
+
+@pytest.mark.slow
+def test_offline_wandb_makes_no_network_lookups(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}  # offline by default
+    done = subprocess.run([sys.executable, "-c", SPY, "dataset=digits", "debug=fast", "logger=wandb",
+                           "stages=[teachers]", "teachers.epochs=3", "hydra.run.dir=outputs/job"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list((tmp_path / "outputs" / "job" / "wandb").glob("offline-run-*"))
+    lookups = [line for line in done.stderr.splitlines() if line.startswith("LOOKUP")]
+    assert [x for x in lookups if x.split()[1] not in ("localhost", "127.0.0.1", "::1")] == []

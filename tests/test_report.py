@@ -188,3 +188,21 @@ def test_import_does_not_load_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_cache_copies_and_superseded_results_are_not_runs(tmp_path: Path) -> None:
+    outputs = tmp_path / "outputs"
+    job = outputs / "runs" / "job"
+    shutil.copytree(FIXTURES / "sweep_mnist" / "0", job)
+    (job / ".hydra").mkdir()
+    # what a job leaves besides its own result: the jobs-cache copy, results set aside by a relaunch
+    entry = outputs / "cache" / "jobs" / "0123456789abcdef"
+    shutil.copytree(job, entry)
+    (entry / "payload.json").write_text("{}")
+    shutil.copytree(FIXTURES / "sweep_mnist" / "2", job / ".superseded" / "20261201-000000")
+    killed = outputs / "runs" / "killed"
+    (killed / ".hydra").mkdir(parents=True)
+    runs = gather([outputs])
+    assert sorted((r.status, r.label) for r in runs) == [
+        ("missing", "outputs/runs/killed"), ("ok", "outputs/runs/job")]
+    assert next(r for r in runs if r.status == "missing").note == "no result (killed?)"

@@ -1,4 +1,4 @@
-"""A job killed mid-finetune continues from its last epoch checkpoint when relaunched."""
+"""A job killed mid-finetune continues from its last epoch checkpoint and ends as if never killed."""
 
 from __future__ import annotations
 
@@ -13,15 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from mergeprune.results import measured, same_network
+
 ARGS = ["dataset=digits", "teachers.epochs=1", "merger=concat", "pruner=none", "finetune.epochs=30",
         "dataset.train_size=256",
         "logger=none", "evaluate.export=false", "trainer.progress_bar=false"]
 
 
-def _launch(tmp_path: Path, run: str) -> subprocess.Popen:
+def _launch(tmp_path: Path, run: str, *extra: str) -> subprocess.Popen:
     """Start `mergeprune` in tmp_path with its own process group."""
     exe = Path(sys.executable).with_name("mergeprune")
-    return subprocess.Popen([str(exe), *ARGS, f"hydra.run.dir=outputs/{run}"], cwd=tmp_path,
+    return subprocess.Popen([str(exe), *ARGS, f"hydra.run.dir=outputs/{run}", *extra], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
@@ -37,7 +39,8 @@ def test_killed_finetune_resumes_from_checkpoint(tmp_path: Path) -> None:
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert first.returncode == -signal.SIGKILL, "the job finished before it could be killed"
-    assert not (tmp_path / "outputs" / "first" / "results.json").exists()
+    killed = json.loads((tmp_path / "outputs" / "first" / "results.json").read_text())
+    assert killed["status"] == "running"  # written at the start; a kill -9 leaves it unfinished
 
     second = _launch(tmp_path, "second")
     out, _ = second.communicate(timeout=900)
@@ -50,3 +53,27 @@ def test_killed_finetune_resumes_from_checkpoint(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "outputs" / "second" / "results.json").read_text())
     assert results["status"] == "ok"
     assert not list(partial.glob("*/last.ckpt"))  # cleaned up once finished
+    # the same job, never interrupted, with a cache of its own: bit for bit the same network
+    whole = _launch(tmp_path, "whole", "paths.cache_dir=outputs/cache_whole")
+    out, _ = whole.communicate(timeout=900)
+    assert whole.returncode == 0, out
+    assert "resuming" not in out
+    uninterrupted = json.loads((tmp_path / "outputs" / "whole" / "results.json").read_text())
+    assert measured(results) == measured(uninterrupted)
+    assert same_network(tmp_path / "outputs" / "second" / "model.pt",
+                        tmp_path / "outputs" / "whole" / "model.pt")
+
+
+@pytest.mark.slow
+def test_ctrl_c_records_interrupted(tmp_path: Path) -> None:
+    job = _launch(tmp_path, "job")
+    partial = tmp_path / "outputs" / "cache" / "partial" / "finetune"
+    deadline = time.time() + 600
+    while not list(partial.glob("*/last.ckpt")) and time.time() < deadline and job.poll() is None:
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGINT)
+    out, _ = job.communicate(timeout=300)
+    assert job.returncode == 130, out
+    assert "mergeprune: interrupted" in out and "Traceback" not in out
+    results = json.loads((tmp_path / "outputs" / "job" / "results.json").read_text())
+    assert results["status"] == "interrupted" and "finetune" in results["error"]

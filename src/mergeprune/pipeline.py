@@ -18,8 +18,13 @@ from mergeprune.cache import StageCache, cache_key
 from mergeprune.config_check import STAGES, check_config
 from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import ConfigError, JobInterrupted, storage_error
-from mergeprune.finished import (PAYLOAD_FILE, job_payload, keep_finished, remember_finished,
-                                 reuse_finished)
+from mergeprune.finished import (
+    PAYLOAD_FILE,
+    job_payload,
+    keep_finished,
+    remember_finished,
+    reuse_finished,
+)
 from mergeprune.logger import RunLogger
 from mergeprune.models.spec import ModelSpec
 from mergeprune.results import new_results, read_results, write_json
