@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,25 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path: Path) -> None:
         assert done.stderr.strip().count("\n") == 0 and folder in done.stderr, done.stderr
         assert "writable" in done.stderr
     assert "cannot write" in (tmp_path / "outputs" / "c" / "results.json").read_text()
+
+
+@pytest.mark.slow
+def test_job_log_holds_stage_messages_and_choices_name_the_method(tmp_path: Path) -> None:
+    done = _cli(tmp_path, "dataset=digits", "debug=fast", "logger=none", "stages=[teachers]",
+                "pruner=magnitude_71x", "hydra.run.dir=outputs/job")
+    assert done.returncode == 0, done.stderr
+    log = (tmp_path / "outputs" / "job" / "mergeprune.log").read_text()
+    assert "teachers: training 'lo'" in log and "teachers: 'hi' test accuracy" in log
+    res = json.loads((tmp_path / "outputs" / "job" / "results.json").read_text())
+    assert res["experiment"]["pruner"] == "magnitude"  # the config's name: field ...
+    assert res["experiment"]["choices"]["pruner"] == "magnitude_71x"  # ... and the variant chosen
+
+
+def test_help_names_the_app_its_groups_and_examples(tmp_path: Path) -> None:
+    shown = _cli(tmp_path, "--help")
+    assert shown.returncode == 0
+    text = shown.stdout
+    assert text.startswith("mergeprune: merge single-task networks") and "powered by Hydra" not in text
+    for group in GROUPS:
+        assert f"\n  {group} " in text, group
+    assert text.count("\n  mergeprune") >= 3  # example commands

@@ -62,6 +62,12 @@ def sweep_group(cfg: DictConfig) -> str:
     return str(cfg.name)
 
 
+def group_choices() -> dict[str, str]:
+    """The config file chosen in every group of the app (Hydra's own groups left out)."""
+    return {group: str(choice) for group, choice in HydraConfig.get().runtime.choices.items()
+            if not group.startswith("hydra/") and choice is not None}
+
+
 def set_threads() -> None:
     """Torch threads per job: MERGEPRUNE_THREADS, else the cores shared among parallel jobs."""
     threads = os.environ.get("MERGEPRUNE_THREADS")
@@ -81,7 +87,7 @@ def app(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     set_threads()
     try:
-        run_job(cfg, Path(hc.runtime.output_dir), group=sweep_group(cfg))
+        run_job(cfg, Path(hc.runtime.output_dir), group=sweep_group(cfg), choices=group_choices())
     except USER_ERRORS as err:
         if hc.mode == RunMode.MULTIRUN:  # Hydra records it, runs the other jobs, then exits non-zero
             raise JobFailed(f"mergeprune: error: {err}") from None

@@ -16,6 +16,7 @@ because the cost rule charges ``2*n_in - 1`` per output where the counter charge
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,8 @@ from torch.export import Dim, ExportedProgram
 from torch.utils.flop_counter import FlopCounterMode
 
 from mergeprune.models.grouped import GroupedNet, all_subsets, subset_key
+
+log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-5  # largest accepted |compact - grouped| output difference
 MAX_BATCH = 1 << 16  # upper bound of the exported program's dynamic batch dimension
@@ -226,8 +229,8 @@ def export_all(net: GroupedNet, example_shape: tuple[int, int, int], out_dir: st
         res = export_subset(net, bits, example, out_dir / f"{key}.pt2", repeats, repeats_batch256,
                             warmup, threads)
         lat = res["latency_ms"]
-        print(f"export {key}: max|diff| {res['max_abs_diff']:.2e}, latency {lat['batch1']:.3f} ms "
-              f"(batch 1), {lat['batch256']:.2f} ms (batch 256) -> {res['path']}", flush=True)
+        log.info(f"export {key}: max|diff| {res['max_abs_diff']:.2e}, latency {lat['batch1']:.3f} ms "
+              f"(batch 1), {lat['batch256']:.2f} ms (batch 256) -> {res['path']}")
         results[key] = res
     return results
 

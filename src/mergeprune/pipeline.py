@@ -65,14 +65,16 @@ def build(node: Any, **kwargs: Any) -> Any:
         raise ConfigError(f"{node.get('_target_')}: {err}") from None
 
 
-def experiment_info(cfg: DictConfig) -> dict[str, Any]:
-    """The `experiment` block of results.json."""
-    return {"name": cfg.name, "dataset": cfg.dataset.name, "tasks": list(cfg.tasks.keys()),
+def experiment_info(cfg: DictConfig, choices: dict[str, str] | None = None) -> dict[str, Any]:
+    """The `experiment` block of results.json (`choices`: the config file chosen in every group)."""
+    info = {"name": cfg.name, "dataset": cfg.dataset.name, "tasks": list(cfg.tasks.keys()),
             "model": cfg.model.name, "merger": cfg.merger.name, "pruner": cfg.pruner.name,
             "granularity": cfg.pruner.get("granularity"), "seed": int(cfg.seed)}
+    return info | ({"choices": dict(choices)} if choices else {})
 
 
-def prepare(cfg: DictConfig, job_dir: Path, group: str, job_type: str) -> Job:
+def prepare(cfg: DictConfig, job_dir: Path, group: str, job_type: str,
+            choices: dict[str, str] | None = None) -> Job:
     """Validate the config and build every object from it (no training yet)."""
     check_config(cfg)
     tasks = build_tasks(cfg.tasks, int(cfg.dataset.num_classes))
@@ -85,16 +87,20 @@ def prepare(cfg: DictConfig, job_dir: Path, group: str, job_type: str) -> Job:
     tracker = build(cfg.logger, job_dir=job_dir, config=OmegaConf.to_container(cfg, resolve=True),
                     group=group, job_type=job_type,
                     tags=[f"merger:{cfg.merger.name}", f"pruner:{cfg.pruner.name}"])
-    results = new_results(experiment_info(cfg))
+    results = new_results(experiment_info(cfg, choices))
     return Job(cfg, job_dir, tasks, data, spec, StageCache(cfg.paths.cache_dir, owner=str(job_dir)),
                tracker, results, components)
 
 
-def run_job(cfg: DictConfig, job_dir: str | Path, group: str | None = None) -> dict[str, Any]:
-    """Run one job end to end and return its results (also written to job_dir/results.json)."""
+def run_job(cfg: DictConfig, job_dir: str | Path, group: str | None = None,
+            choices: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one job end to end and return its results (also written to job_dir/results.json).
+
+    `choices` (Hydra's group -> config file name) identify the method in reports.
+    """
     job_dir = Path(job_dir)
     try:
-        return _run(cfg, job_dir, group)
+        return _run(cfg, job_dir, group, choices)
     except OSError as err:
         problem = storage_error(err)
         if problem is None:
@@ -103,7 +109,8 @@ def run_job(cfg: DictConfig, job_dir: str | Path, group: str | None = None) -> d
         raise problem from None
 
 
-def _run(cfg: DictConfig, job_dir: Path, group: str | None) -> dict[str, Any]:
+def _run(cfg: DictConfig, job_dir: Path, group: str | None,
+         choices: dict[str, str] | None) -> dict[str, Any]:
     """run_job without the translation of storage errors."""
     from mergeprune.stages import runners
 
@@ -117,12 +124,15 @@ def _run(cfg: DictConfig, job_dir: Path, group: str | None) -> dict[str, Any]:
         raise
     finished = reuse_finished(cfg, job_dir, payload, skip=bool(cfg.get("skip_finished", True)))
     if finished is not None:
+        if finished["experiment"] != experiment_info(cfg, choices):  # same payload, other names
+            finished["experiment"] = experiment_info(cfg, choices)
+            write_json(path, finished)
         return finished
     stages = [s for s in STAGES if s in cfg.stages]
     job_type = stages[0] if len(stages) == 1 else "pipeline"
     seed_all(int(cfg.seed))
     try:
-        job = prepare(cfg, job_dir, group or str(cfg.name), job_type)
+        job = prepare(cfg, job_dir, group or str(cfg.name), job_type, choices)
     except Exception as err:  # bad config or data: recorded, nothing trained
         _write_failed(path, cfg, f"{type(err).__name__}: {err}")
         raise

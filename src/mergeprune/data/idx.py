@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import logging
 import math
 import os
 import shutil
@@ -16,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from mergeprune.errors import DataError
+
+log = logging.getLogger(__name__)
 
 _IDX_FILE_NAMES: dict[str, str] = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -186,7 +189,7 @@ def _fetch(url: str, target: Path) -> None:
 def _download(url: str, dest: Path, md5: str) -> Path:
     """Download url to dest through a temporary file, verify its md5, then rename it in place."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    print(f"downloading {url} -> {dest}")
+    log.info(f"downloading {url} -> {dest}")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)

@@ -35,6 +35,7 @@ the pair's mean (with more tasks, the sum-of-inverses rule gives the t-th zipped
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -50,6 +51,8 @@ from mergeprune.merging.assemble import assemble, side_by_side
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.tasks import IGNORE
 from mergeprune.training.module import MultiTaskModule
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -109,7 +112,7 @@ class MtzMerger:
             layers[name] = {"zipped": len(plan.pairs), "mean_cost": mean_cost,
                             "retrain_loss": loss, "pairs": plan.pairs}
             loss_txt = "-" if loss is None else f"{loss:.4f}"
-            print(f"merge/mtz: {name} zipped {len(plan.pairs)}/{width} pairs, mean pair cost "
+            log.info(f"merge/mtz: {name} zipped {len(plan.pairs)}/{width} pairs, mean pair cost "
                   f"{mean_cost:.4g}, retrain loss {loss_txt} ({self.retrain_steps} steps)")
         net.eval()
         self.report = {"layers": layers, "seconds": time.perf_counter() - start}

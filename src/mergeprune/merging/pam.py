@@ -52,6 +52,7 @@ each task's outputs equal its teacher's (the concat merger).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -71,6 +72,8 @@ from mergeprune.merging.mi import (
     task_labels,
 )
 from mergeprune.models.grouped import GroupedNet, subset_key
+
+log = logging.getLogger(__name__)
 
 GROUPINGS = ("star", "subsets")
 CLOSURES = ("widen", "narrow", "cut")
@@ -134,8 +137,8 @@ class PamMerger:
             report[name]["groups"] = _counts(s, tasks)
         self.report = {"layers": report, "closure": self.closure, "grouping": self.grouping,
                        "seconds": round(time.perf_counter() - start, 3)}
-        print(f"pam: after closure={self.closure}: " + "; ".join(
-            f"{n} dropped {r['dropped']} groups {r['groups']}" for n, r in report.items()), flush=True)
+        log.info(f"pam: after closure={self.closure}: " + "; ".join(
+            f"{n} dropped {r['dropped']} groups {r['groups']}" for n, r in report.items()))
         return net
 
     def _regroup_layer(self, name: str, pool: Tensor, owner: Tensor, labels: Sequence[Labels],
@@ -155,16 +158,16 @@ class PamMerger:
                  "thresholds": {t: round(v, 4) for t, v in zip(tasks, thresholds, strict=True)},
                  "irrelevant": {t: len(i) for t, i in zip(tasks, irr, strict=True)},
                  "mi_groups": _counts(raw, tasks), "seconds": round(seconds, 4)}
-        print(f"pam: {name}: {seconds:.2f} s, {pool.shape[1]} candidates, irrelevant {entry['irrelevant']}, "
-              f"groups by MI {entry['mi_groups']}", flush=True)
+        log.info(f"pam: {name}: {seconds:.2f} s, {pool.shape[1]} candidates, irrelevant {entry['irrelevant']}, "
+              f"groups by MI {entry['mi_groups']}")
         return sets, entry
 
     def _threshold(self, alpha: float, labels: Labels, layer: str, task: str) -> float:
         """The MI threshold (nats) of one task in one layer; warns when it makes every neuron irrelevant."""
         thr = alpha * labels.entropy if self.relative else alpha
         if thr >= labels.entropy > 0:
-            print(f"pam: warning: {layer}: threshold {thr:.3f} nats >= the label entropy {labels.entropy:.3f} "
-                  f"of task '{task}', so every neuron is irrelevant to it (lower merger.alpha_*)", flush=True)
+            log.warning(f"pam: {layer}: threshold {thr:.3f} nats >= the label entropy {labels.entropy:.3f} "
+                  f"of task '{task}', so every neuron is irrelevant to it (lower merger.alpha_*)")
         return thr
 
     def _regrouped(self, names: list[str]) -> set[str]:

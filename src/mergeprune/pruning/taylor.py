@@ -34,6 +34,7 @@ each iteration also lists the ``fraction`` it cut.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -48,6 +49,8 @@ from mergeprune.models.grouped import GroupedNet
 from mergeprune.tasks import Task
 from mergeprune.training.fit import accuracy, fit
 from mergeprune.training.module import MultiTaskModule
+
+log = logging.getLogger(__name__)
 
 NORMALIZE = ("l2", "flops", "none")
 OPTIMIZERS = ("adam", "sgd")
@@ -85,7 +88,7 @@ class TaylorPruner:
         hidden = net.names[:-1]
         start_live = {n: int(net.alive(n).sum()) for n in hidden}
         base = accuracy(net, job.tasks, job.data, "val")
-        print(f"{tag}: taylor start, live {_fmt_live(net)}, val {_fmt_acc(base)}, "
+        log.info(f"{tag}: taylor start, live {_fmt_live(net)}, val {_fmt_acc(base)}, "
               f"flops(all) {subset_cost(net, net.full_set)['flops']:,}")
         iterations: list[dict[str, Any]] = []
         stopped, fraction = "max_iterations", self.fraction
@@ -108,7 +111,7 @@ class TaylorPruner:
                                "val_acc": acc,
                                "cost_all": flops, "rolled_back": bool(broken),
                                "seconds": round(time.perf_counter() - t0, 2)})
-            print(f"{tag}: taylor iter {it} (cut {fraction:.3g}): removed {removed}, live {_fmt_live(net)}, "
+            log.info(f"{tag}: taylor iter {it} (cut {fraction:.3g}): removed {removed}, live {_fmt_live(net)}, "
                   f"val {_fmt_acc(acc)}, flops(all) {flops:,}, {time.perf_counter() - t0:.1f} s"
                   + (" -> rolled back" if broken else ""))
             if broken:
@@ -127,7 +130,7 @@ class TaylorPruner:
             "final_val_acc": accuracy(net, job.tasks, job.data, "val"),
             "cost_all": subset_cost(net, net.full_set)["flops"],
         }
-        print(f"{tag}: taylor stopped ({stopped}) after {len(iterations)} iterations, "
+        log.info(f"{tag}: taylor stopped ({stopped}) after {len(iterations)} iterations, "
               f"live {_fmt_live(net)}, flops(all) {self.report['cost_all']:,}")
         return net
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from mergeprune.cost import all_costs, group_sizes, nonzero_weights
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.training.fit import accuracy
+
+log = logging.getLogger(__name__)
 
 
 def compression(job: Any, net: GroupedNet) -> dict[str, float]:
@@ -26,7 +29,7 @@ def evaluate(job: Any, net: GroupedNet) -> None:
     res["compression"] = compression(job, net)
     net.save(job.job_dir / "model.pt")
     acc = ", ".join(f"{t} {a:.4f}" for t, a in res["accuracy"].items())
-    print(f"evaluate: test accuracy {acc}; compression {res['compression']['weights']}x")
+    log.info(f"evaluate: test accuracy {acc}; compression {res['compression']['weights']}x")
     settings = job.cfg.get("evaluate", {})
     if settings.get("export", True):
         from mergeprune.export import export_all

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from mergeprune.cost import group_sizes
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.seeding import seed_all, stage_seed
 from mergeprune.stages.teachers import teacher_payload, train_teachers
+
+log = logging.getLogger(__name__)
 
 
 def run_teachers(job: Any) -> None:
@@ -66,7 +69,7 @@ def _cached_net(job: Any, stage: str, payload: dict[str, Any],
 
     (net, report), reused = job.cache.get_or_build(stage, payload, build, load)
     if reused:
-        print(f"{stage}: reusing cached result from {job.cache.entry(stage, key)}")
+        log.info("%s: reusing cached result from %s", stage, job.cache.entry(stage, key))
     return net, report, key
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import zlib
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from mergeprune.cost import all_costs
 from mergeprune.models.grouped import CheckpointError, GroupedNet
 from mergeprune.training.fit import fit
 from mergeprune.training.module import MultiTaskModule
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,7 +77,7 @@ def train_teachers(job: Any) -> dict[str, Teacher]:
         (net, info), reused = job.cache.get_or_build("teachers", payload, build, load)
         folder = job.cache.entry("teachers", cache_key(payload))
         if reused:
-            print(f"teachers: reusing cached teacher '{task.name}' "
+            log.info(f"teachers: reusing cached teacher '{task.name}' "
                   f"(test acc {info['accuracy']:.4f}) from {folder}")
         teachers[task.name] = Teacher(task.name, net, info["accuracy"], info["cost"], folder, reused)
     return teachers
@@ -85,7 +88,7 @@ def _train_one(job: Any, name: str, folder: Path) -> None:
     cfg = job.cfg.teachers
     task = next(t for t in job.tasks if t.name == name)
     pl.seed_everything(task_seed(job.cfg.seed, name), verbose=False)
-    print(f"teachers: training '{name}' ({task.kind}, {task.n_outputs} outputs) for {cfg.epochs} epochs")
+    log.info(f"teachers: training '{name}' ({task.kind}, {task.n_outputs} outputs) for {cfg.epochs} epochs")
     net = GroupedNet.single(job.spec, name, task.n_outputs)
     module = MultiTaskModule(net, job.tasks, cfg.optimizer, cfg.epochs, stage=f"teachers/{name}")
     start = time.perf_counter()
@@ -93,7 +96,7 @@ def _train_one(job: Any, name: str, folder: Path) -> None:
     seconds = time.perf_counter() - start
     trainer.test(module, datamodule=job.data, verbose=False)
     acc = float(trainer.callback_metrics[f"test/{name}/acc"])
-    print(f"teachers: '{name}' test accuracy {acc:.4f} ({seconds:.1f} s)")
+    log.info(f"teachers: '{name}' test accuracy {acc:.4f} ({seconds:.1f} s)")
     net.save(folder / "net.pt")
     (folder / "info.json").write_text(json.dumps(
         {"task": name, "accuracy": acc, "epochs": int(cfg.epochs), "train_s": seconds,
