@@ -89,7 +89,7 @@ def epoch_times(teacher: GroupedNet, job: Job, admm_cfg: DictConfig | None, epoc
                           pruner.settings.rho_multiplier, pruner.settings.rho_max)
         callbacks = [AdmmCallback(state, 1), timer]  # a Z/U update every epoch: the worst case
         optimizer = pruner.settings.optimizer
-    train_phase(net, job, optimizer, epochs, "bench/timing", callbacks=callbacks)
+    train_phase(net, job.context, optimizer, epochs, "bench/timing", callbacks=callbacks)
     return timer.times[1:]
 
 
@@ -116,7 +116,7 @@ def run_pruner(teacher: GroupedNet, job: Job, cfg: DictConfig, label: str) -> di
     pruner = build(cfg.pruner)
     pl.seed_everything(int(cfg.seed), verbose=False)
     start = time.perf_counter()
-    pruner(net, job, f"bench/{label}")
+    pruner(net, job.context, f"bench/{label}")
     seconds = time.perf_counter() - start
     acc = accuracy(net, job.tasks, job.data, "test")
     return {"method": label, "compression": dense_weights(net) / max(1, nonzero_weights(net)),

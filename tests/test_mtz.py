@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from conftest import LENET5_LAYERS as LAYERS
 from conftest import SPLIT2 as TASKS
 from conftest import make_cfg
+from mergeprune.context import Context
 from mergeprune.cost import all_costs, group_sizes
 from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import ConfigError
@@ -48,10 +49,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         fit(MultiTaskModule(net, tasks, {"name": "adam", "lr": 3e-3}, 3), dm, 3,
             {"progress_bar": False}, False, root)
         teachers.append(net.eval())
-    job = SimpleNamespace(tasks=tasks, data=dm, spec=spec, job_dir=root,
-                          cfg=OmegaConf.create({"trainer": {"accelerator": "cpu", "devices": 1,
-                                                            "progress_bar": False}}),
-                          tracker=SimpleNamespace(lightning=lambda: False))
+    job = Context(tasks, dm, {"accelerator": "cpu", "devices": 1, "progress_bar": False}, False, root)
     return SimpleNamespace(tasks=tasks, dm=dm, spec=spec, teachers=teachers, job=job)
 
 
@@ -149,10 +147,11 @@ def test_greedy_match_takes_cheapest_free_pairs() -> None:
     assert costs == pytest.approx([0.05, 0.5])
 
 
-def test_half_share_keeps_accuracy(setup: SimpleNamespace, capsys: pytest.CaptureFixture) -> None:
+def test_half_share_keeps_accuracy(setup: SimpleNamespace, caplog: pytest.LogCaptureFixture) -> None:
     merger = MtzMerger(share=0.5, retrain_steps=20)
-    merged = merger(setup.teachers, setup.job)
-    assert "merge/mtz: conv1 zipped 10/20 pairs" in capsys.readouterr().out
+    with caplog.at_level(logging.INFO):
+        merged = merger(setup.teachers, setup.job)
+    assert "merge/mtz: conv1 zipped 10/20 pairs" in caplog.text
     assert group_sizes(merged)["fc1"] == {"lo": 250, "hi": 250, "lo+hi": 250}
     after = accuracy(merged, setup.tasks, setup.dm)
     for t in setup.teachers:
@@ -171,7 +170,7 @@ def test_three_tasks_share_every_zipped_neuron(tmp_path: Path) -> None:
                                {"name": "fc1", "kind": "linear", "width": 10}], 1, (8, 8))
     teachers = [GroupedNet.single(spec, t.name, t.n_outputs) for t in tasks]
     merger = MtzMerger(share={"conv1": 0.5, "fc1": 0.3}, retrain_steps=2, hessian_samples=64)
-    merged = merger(teachers, SimpleNamespace(tasks=tasks, data=dm))
+    merged = merger(teachers, Context(tasks, dm, {"progress_bar": False}))
     assert group_sizes(merged) == {"conv1": {"a": 3, "b": 3, "c": 3, "a+b+c": 3},
                                    "fc1": {"a": 7, "b": 7, "c": 7, "a+b+c": 3}}
     assert all(len(p) == 3 for r in merger.report["layers"].values() for p in r["pairs"])

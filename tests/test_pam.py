@@ -11,6 +11,7 @@ import torch
 
 from conftest import LENET5_LAYERS as LAYERS
 from conftest import SPLIT2
+from mergeprune.context import Context
 from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import ConfigError
 from mergeprune.merging.mi import (
@@ -153,7 +154,7 @@ def train_teachers(task_cfg: dict, root) -> tuple[list[GroupedNet], types.Simple
         fit(MultiTaskModule(net, tasks, {"name": "adam", "lr": 1e-3}, 1), dm, 1, {"progress_bar": False},
             False, root)
         teachers.append(net.eval())
-    job = types.SimpleNamespace(tasks=tasks, data=dm, spec=spec)
+    job = Context(tasks, dm, {"progress_bar": False})
     return teachers, job, dm.sample(64, "test", seed=1)[0]
 
 

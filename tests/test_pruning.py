@@ -5,13 +5,12 @@ from __future__ import annotations
 import copy
 import itertools
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from conftest import make_cfg
+from mergeprune.context import Context
 from mergeprune.cost import group_sizes
 from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import ConfigError
@@ -62,10 +61,8 @@ def spec():
 
 @pytest.fixture
 def job(tasks, data, tmp_path: Path):
-    return SimpleNamespace(tasks=tasks, data=data, tracker=SimpleNamespace(lightning=lambda: False),
-                           cfg=OmegaConf.create({"trainer": {"accelerator": "cpu", "devices": 1,
-                                                             "progress_bar": False}}),
-                           job_dir=tmp_path)
+    return Context(tasks, data, {"accelerator": "cpu", "devices": 1, "progress_bar": False}, False,
+                   tmp_path)
 
 
 @pytest.fixture(scope="module")

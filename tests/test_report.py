@@ -10,6 +10,7 @@ sweep_fashion (fashion_mnist, same task names and model): 0 none seed 0 | 1 pam 
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -206,3 +207,41 @@ def test_cache_copies_and_superseded_results_are_not_runs(tmp_path: Path) -> Non
     assert sorted((r.status, r.label) for r in runs) == [
         ("missing", "outputs/runs/killed"), ("ok", "outputs/runs/job")]
     assert next(r for r in runs if r.status == "missing").note == "no result (killed?)"
+
+
+def pam_run(pruner_file: str, flops: int) -> dict:
+    """A finished pam run whose pruner config is named 'magnitude' but was chosen as pruner_file."""
+    choices = {"dataset": "mnist5k", "tasks": "split2", "model": "lenet5", "merger": "pam",
+               "pruner": pruner_file, "finetune": "default"}
+    return {"schema": 1, "status": "ok",
+            "experiment": {"name": "variants", "dataset": "mnist5k", "tasks": ["lo", "hi"],
+                           "model": "lenet5", "merger": "pam", "pruner": "magnitude",
+                           "granularity": "unstructured", "seed": 0, "choices": choices},
+            "teachers": {"lo": {"accuracy": 0.98, "flops": 1200, "params": 600},
+                         "hi": {"accuracy": 0.975, "flops": 1300, "params": 650}},
+            "accuracy": {"lo": 0.978, "hi": 0.972},
+            "cost": {s: {"flops": n * flops, "params": n * flops // 2, "nonzero_flops": n * flops // 2,
+                         "nonzero_params": n * flops // 4}
+                     for s, n in (("lo", 1), ("hi", 1), ("lo+hi", 2))},
+            "compression": {"weights": 6000 / flops}, "timings_s": {"total": 1.0}}
+
+
+def test_pruner_variants_are_told_apart_by_hydra_choices(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for i, (pruner_file, flops) in enumerate((("magnitude", 400), ("magnitude_71x", 100))):
+        (runs / str(i)).mkdir(parents=True)
+        (runs / str(i) / "results.json").write_text(json.dumps(pam_run(pruner_file, flops)))
+    (comp,) = comparisons(gather([runs]))
+    methods = comp.methods()
+    assert list(methods) == [("pam", "magnitude", "unstructured"),
+                             ("pam", "magnitude_71x", "unstructured")]
+    assert [len(rs) for rs in methods.values()] == [1, 1]
+    assert main([str(runs)]) == 0
+    markdown = (runs / "report.md").read_text()
+    assert "| pam/magnitude/unstructured | 1 | 400 | 400 | 800 |" in markdown
+    assert "| pam/magnitude_71x/unstructured | 1 | 100 | 100 | 200 |" in markdown
+    assert "| pam/magnitude/unstructured | 2 |" not in markdown
+    with (runs / "report.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["choice/pruner"] for r in rows) == ["magnitude", "magnitude_71x"]
+    assert {r["pruner"] for r in rows} == {"magnitude"}

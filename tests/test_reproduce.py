@@ -1,4 +1,5 @@
-"""scripts/reproduce.py: the results page is generated from sweep folders and traces to their results.json.
+"""mergeprune.reproduce (`mergeprune-reproduce`, or scripts/reproduce.py): the results page is
+generated from sweep folders and traces to their results.json.
 
 The fast tests feed the page generator the report fixtures (tests/fixtures/report, described in
 test_report.py) placed as a preset's sweep folder; the slow one runs a real preset end to end on
@@ -7,7 +8,6 @@ tiny data.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -16,19 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import make_cfg
+from mergeprune.config_check import check_config
+from mergeprune.finished import job_payload
 from mergeprune.report import fmt_count
+from mergeprune.reproduce import PRESETS, write_page
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "report"
-
-
-def load_driver():
-    """scripts/reproduce.py as a module."""
-    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "scripts" / "reproduce.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +31,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The mnist fixtures as the pam_split2 sweep, and the page written from them (nothing run)."""
     tmp = tmp_path_factory.mktemp("repro")
     shutil.copytree(FIXTURES / "sweep_mnist", tmp / "sweeps" / "pam_split2")
-    driver = load_driver()
-    out = driver.write_page(tmp / "sweeps", tmp / "docs" / "RESULTS.md")
+    out = write_page(tmp / "sweeps", tmp / "docs" / "RESULTS.md")
     return tmp, out.read_text()
 
 
@@ -73,15 +67,30 @@ def test_page_ratios_trace_to_the_results_files(page: tuple[Path, str]) -> None:
     assert f"{max(mtz_pam):.2f}x / {min(mtz_pam):.2f}x" in checks
 
 
+def test_presets_are_read_from_the_experiment_configs(tmp_path: Path) -> None:
+    assert [(p.name, p.kind) for p in PRESETS] == [
+        ("admm_lenet5", "admm"), ("pam_split2", "mergers"), ("pam_split5", "mergers"),
+        ("pam_overlap3", "grouping"), ("pam_alpha", "alpha"), ("pam_relatedness", "relatedness")]
+    by_name = {p.name: p for p in PRESETS}
+    assert by_name["pam_split2"].paper == by_name["pam_split5"].paper == {"none": 4.87, "mtz": 2.01}
+    assert by_name["admm_lenet5"].paper == {"admm": 71.2, "admm_progressive": 167.0}
+    for preset in PRESETS:  # the jobs accept the block, and it does not enter their cache key
+        cfg = make_cfg(tmp_path, [f"experiment={preset.name}"])
+        check_config(cfg)
+        assert cfg.preset.what == preset.what and "preset" not in job_payload(cfg)
+
+
 def test_failed_and_missing_jobs_are_listed(page: tuple[Path, str]) -> None:
     _, text = page
     assert "Jobs that did not finish:" in text
     assert "failed" in text and "no result (killed?)" in text
 
 
-def test_unknown_preset_is_refused() -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "reproduce.py"), "nosuch", "--page-only"],
-                          capture_output=True, text=True, cwd=ROOT)
+@pytest.mark.parametrize("command", [[sys.executable, str(ROOT / "scripts" / "reproduce.py")],
+                                     [str(Path(sys.executable).parent / "mergeprune-reproduce")]],
+                         ids=["script", "console-script"])
+def test_unknown_preset_is_refused(command: list[str]) -> None:
+    proc = subprocess.run([*command, "nosuch", "--page-only"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and "unknown preset(s) nosuch" in proc.stderr
 
 
@@ -90,7 +99,7 @@ def test_driver_runs_a_preset_and_writes_the_page(tmp_path: Path) -> None:
     root, out = tmp_path / "sweeps", tmp_path / "docs" / "RESULTS.md"
     args = [sys.executable, str(ROOT / "scripts" / "reproduce.py"), "pam_overlap3", "--root", str(root),
             "--out", str(out), "--", "dataset=digits", "debug=fast", "logger=none", "seed=0",
-            "pruner.max_iterations=1", "finetune.epochs=0", "evaluate.export=false",
+            "pruner.max_iterations=1", "finetune.epochs=0", "evaluate.export=false", "merger.samples=48",
             f"paths.cache_dir={tmp_path / 'cache'}"]
     proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -28,13 +28,19 @@ def _launch(tmp_path: Path, run: str, *extra: str) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def _wait_for_checkpoint(tmp_path: Path, job: subprocess.Popen) -> Path:
+    """Wait until the job has saved a finetuning checkpoint; returns the partial-state folder."""
+    partial = tmp_path / "outputs" / "cache" / "partial" / "finetune"
+    deadline = time.time() + 600
+    while not list(partial.glob("*/last.ckpt")) and time.time() < deadline and job.poll() is None:
+        time.sleep(0.2)
+    return partial
+
+
 @pytest.mark.slow
 def test_killed_finetune_resumes_from_checkpoint(tmp_path: Path) -> None:
     first = _launch(tmp_path, "first")
-    partial = tmp_path / "outputs" / "cache" / "partial" / "finetune"
-    deadline = time.time() + 600
-    while not list(partial.glob("*/last.ckpt")) and time.time() < deadline and first.poll() is None:
-        time.sleep(0.2)
+    partial = _wait_for_checkpoint(tmp_path, first)
     time.sleep(1.0)  # let a few more epochs finish
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
@@ -67,10 +73,7 @@ def test_killed_finetune_resumes_from_checkpoint(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ctrl_c_records_interrupted(tmp_path: Path) -> None:
     job = _launch(tmp_path, "job")
-    partial = tmp_path / "outputs" / "cache" / "partial" / "finetune"
-    deadline = time.time() + 600
-    while not list(partial.glob("*/last.ckpt")) and time.time() < deadline and job.poll() is None:
-        time.sleep(0.2)
+    _wait_for_checkpoint(tmp_path, job)
     os.killpg(job.pid, signal.SIGINT)
     out, _ = job.communicate(timeout=300)
     assert job.returncode == 130, out

@@ -12,9 +12,9 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from conftest import make_cfg
+from mergeprune.context import Context
 from mergeprune.cost import all_costs
 from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import ConfigError
@@ -44,9 +44,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     spec = build_spec("lenet5", layers, in_channels=1, in_hw=(8, 8))
     pl.seed_everything(0, verbose=False)
     teacher = GroupedNet.single(spec, "lo", 5)
-    fit(MultiTaskModule(teacher, tasks, {"name": "adam", "lr": 3e-3}, 4), dm, 4, TRAINER, False, root)
-    job = SimpleNamespace(tasks=tasks, data=dm, cfg=OmegaConf.create({"trainer": TRAINER}),
-                          tracker=SimpleNamespace(lightning=lambda: False), job_dir=root)
+    fit(MultiTaskModule(teacher, tasks, {"name": "adam", "lr": 3e-3}, 12), dm, 12, TRAINER, False, root)
+    assert accuracy(teacher, tasks, dm, "val")["lo"] > 0.92  # learned: predicting all -1 scores 0.9
+    job = Context(tasks, dm, TRAINER, False, root)
     return SimpleNamespace(tasks=tasks, dm=dm, spec=spec, teacher=teacher, job=job)
 
 

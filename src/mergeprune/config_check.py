@@ -19,7 +19,7 @@ STAGES = ("teachers", "merge", "prune", "finetune", "evaluate")
 GROUPS = ("dataset", "tasks", "model", "merger", "pruner", "finetune", "trainer", "logger", "paths")
 KNOWN: dict[str, tuple[str, ...]] = {
     "": (*GROUPS, "name", "seed", "stages", "skip_finished", "teachers", "evaluate",
-         "relatedness"),  # relatedness: the step of tasks=related2
+         "relatedness", "preset"),  # relatedness: the step of tasks=related2
     "teachers": ("epochs", "optimizer"),
     "teachers.optimizer": ("name", "lr", "weight_decay", "schedule", "momentum", "nesterov",
                            "step_size", "gamma"),

@@ -26,7 +26,7 @@ from mergeprune.stages.teachers import trainer_identity
 log = logging.getLogger(__name__)
 
 # config keys that do not change a job's results (where files go, how progress is shown)
-NOT_RESULT_KEYS = ("paths", "logger", "hydra", "name", "skip_finished")
+NOT_RESULT_KEYS = ("paths", "logger", "hydra", "name", "skip_finished", "preset")
 # what a finished job leaves in its folder besides Hydra's files
 ARTIFACTS = ("results.json", "job_payload.json", "model.pt", "export", "error.txt", "csv")
 PAYLOAD_FILE = "job_payload.json"

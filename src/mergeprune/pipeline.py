@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mergeprune.cache import StageCache, cache_key
 from mergeprune.config_check import STAGES, check_config
+from mergeprune.context import Context
 from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import ConfigError, JobInterrupted, storage_error
 from mergeprune.finished import (
@@ -48,6 +49,11 @@ class Job:
     results: dict[str, Any]
     components: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def context(self) -> Context:
+        """What the algorithms may use of this job: tasks, data, training, metrics logger."""
+        return Context(self.tasks, self.data, self.cfg.trainer, self.tracker.lightning(), self.job_dir)
 
 
 def build(node: Any, **kwargs: Any) -> Any:

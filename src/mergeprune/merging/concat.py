@@ -8,8 +8,8 @@ costs as much as all tasks together.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
+from mergeprune.context import Context
 from mergeprune.merging.assemble import assemble, side_by_side
 from mergeprune.models.grouped import GroupedNet
 
@@ -22,7 +22,7 @@ class ConcatMerge:
 
     separate = False
 
-    def __call__(self, teachers: Sequence[GroupedNet], job: Any = None) -> GroupedNet:
+    def __call__(self, teachers: Sequence[GroupedNet], ctx: Context | None = None) -> GroupedNet:
         sources = side_by_side(teachers)
         full = (1 << len(teachers)) - 1
         return assemble(teachers, sources, [[full] * len(layer) for layer in sources])

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mergeprune.context import Context
 from mergeprune.errors import ConfigError, TrainingError
 from mergeprune.merging.assemble import assemble, side_by_side
 from mergeprune.models.grouped import GroupedNet
@@ -91,13 +92,13 @@ class MtzMerger:
         self.hessian_samples, self.damping, self.seed = hessian_samples, float(damping), seed
         self.report: dict[str, Any] = {}
 
-    def __call__(self, teachers: Sequence[GroupedNet], job: Any) -> GroupedNet:
-        """The zipped network of the teachers (teachers[k] is the teacher of job.tasks[k])."""
+    def __call__(self, teachers: Sequence[GroupedNet], ctx: Context) -> GroupedNet:
+        """The zipped network of the teachers (teachers[k] is the teacher of ctx.tasks[k])."""
         start = time.perf_counter()
         sources = side_by_side(teachers)
         net = assemble(teachers, sources, [[1 << k for k, _ in layer] for layer in sources])
         shares = self._layer_shares(net.names[:-1])
-        x, targets = job.data.sample(self.hessian_samples, "train", seed=self.seed)
+        x, targets = ctx.sample(self.hessian_samples, "train", seed=self.seed)
         valid = [_labelled(t) for t in targets[: len(teachers)]]
         layers: dict[str, dict[str, Any]] = {}
         for idx, name in enumerate(net.names[:-1]):
@@ -107,7 +108,7 @@ class MtzMerger:
                 count = 0  # nothing shared below: a zipped neuron would have no inputs
             plan = self.zip_layer(net, idx, count, x, valid)
             net = rebuild(net, idx, plan)
-            loss = self._retrain(net, job, idx)
+            loss = self._retrain(net, ctx, idx)
             mean_cost = sum(plan.costs) / len(plan.costs) if plan.costs else 0.0
             layers[name] = {"zipped": len(plan.pairs), "mean_cost": mean_cost,
                             "retrain_loss": loss, "pairs": plan.pairs}
@@ -152,18 +153,18 @@ class MtzMerger:
             costs = costs + step_costs
         return _plan(net, idx, rows, chosen, merged, costs)
 
-    def _retrain(self, net: GroupedNet, job: Any, idx: int) -> float | None:
+    def _retrain(self, net: GroupedNet, ctx: Context, idx: int) -> float | None:
         """A few Adam steps of the whole network on all tasks; mean loss of the last ten steps."""
         if self.retrain_steps == 0:
             return None
-        module = MultiTaskModule(net, job.tasks, {"name": "adam", "lr": self.lr}, 1, stage="merge/mtz")
+        module = MultiTaskModule(net, ctx.tasks, {"name": "adam", "lr": self.lr}, 1, stage="merge/mtz")
         optimizer = torch.optim.Adam(net.parameters(), lr=self.lr)
-        batch = int(getattr(job.data, "batch_size", 64))
+        batch = int(getattr(ctx.data, "batch_size", 64))
         net.train()
         losses = []
         for step in range(self.retrain_steps):
             seed = (self.seed * 1000 + idx) * 100_003 + step + 1
-            x, targets = job.data.sample(batch, "train", seed=seed)
+            x, targets = ctx.sample(batch, "train", seed=seed)
             total = sum(module.task_losses(x, targets).values())
             if not torch.isfinite(total):
                 raise TrainingError(f"merge/mtz: retraining loss became {float(total)} after layer "

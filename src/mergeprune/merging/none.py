@@ -7,8 +7,8 @@ each task's outputs equal its teacher's.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
+from mergeprune.context import Context
 from mergeprune.merging.assemble import assemble, side_by_side
 from mergeprune.models.grouped import GroupedNet
 
@@ -21,6 +21,6 @@ class NoMerge:
 
     separate = True  # with no merging, prune and finetune each teacher separately
 
-    def __call__(self, teachers: Sequence[GroupedNet], job: Any = None) -> GroupedNet:
+    def __call__(self, teachers: Sequence[GroupedNet], ctx: Context | None = None) -> GroupedNet:
         sources = side_by_side(teachers)
         return assemble(teachers, sources, [[1 << k for k, _ in layer] for layer in sources])

@@ -2,7 +2,7 @@
 
 Algorithm (research/pam.md section 3, from the authors' code):
 
-1. Take B = ``samples`` training images (``job.data.sample(samples, "train", seed)``) and run every
+1. Take B = ``samples`` training images (``ctx.sample(samples, "train", seed)``) and run every
    teacher on them. A neuron's activation is its output after ReLU; a conv channel is reduced to
    its global spatial max, taken *before* pooling (max-pooling commutes with a global max, so the
    value is the same after it).
@@ -62,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mergeprune.context import Context
 from mergeprune.errors import ConfigError, check_choice, check_int, check_number
 from mergeprune.merging.assemble import Source, assemble
 from mergeprune.merging.mi import (
@@ -105,13 +106,13 @@ class PamMerger:
         self.sources: list[list[Source]] = []  # per hidden layer: (teacher, neuron) of each kept neuron
 
     @torch.no_grad()
-    def __call__(self, teachers: Sequence[GroupedNet], job: Any) -> GroupedNet:
-        """Merge single-task teachers (same architecture, one per task of job.data) into a grouped net."""
+    def __call__(self, teachers: Sequence[GroupedNet], ctx: Context) -> GroupedNet:
+        """Merge single-task teachers (same architecture, one per task of ctx.data) into a grouped net."""
         start = time.perf_counter()
         names = list(teachers[0].names[:-1])
         regroup = self._regrouped(names)
-        x, targets = job.data.sample(self.samples, "train", self.seed)
-        labels = _teacher_labels(teachers, job.data.tasks, targets)
+        x, targets = ctx.sample(self.samples, "train", self.seed)
+        labels = _teacher_labels(teachers, ctx.data.tasks, targets)
         acts, means = zip(*(teacher_activations(t, x) for t in teachers), strict=True)
         tasks = [t.tasks[0] for t in teachers]
         sets, owners, report = [], [], {}

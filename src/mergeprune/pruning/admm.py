@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mergeprune.context import Context
 from mergeprune.errors import check_choice, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.pruning.masks import (
@@ -41,7 +42,6 @@ from mergeprune.pruning.masks import (
     total_units,
     train_phase,
 )
-from mergeprune.training.fit import accuracy
 
 
 class AdmmState:
@@ -182,15 +182,15 @@ class AdmmSettings:
         return {k: v for k, v in vars(self).items()}
 
 
-def mean_accuracy(net: GroupedNet, job: Any, split: str = "val") -> float:
+def mean_accuracy(net: GroupedNet, ctx: Context, split: str = "val") -> float:
     """Mean accuracy over the net's tasks on one split (the net's train/eval mode is kept)."""
     training = net.training
-    accs = accuracy(net, job.tasks, job.data, split=split)
+    accs = ctx.accuracy(net, split)
     net.train(training)
     return sum(accs.values()) / max(1, len(accs))
 
 
-def admm_stage(net: GroupedNet, job: Any, tag: str, counts: Mapping[str, int],
+def admm_stage(net: GroupedNet, ctx: Context, tag: str, counts: Mapping[str, int],
                cfg: AdmmSettings) -> dict[str, Any]:
     """ADMM towards `counts` units per layer, hard pruning to exactly them, masked retraining."""
     start = time.perf_counter()
@@ -198,20 +198,20 @@ def admm_stage(net: GroupedNet, job: Any, tag: str, counts: Mapping[str, int],
     state = AdmmState(net, active, cfg.granularity, cfg.rho, cfg.rho_multiplier, cfg.rho_max)
     epochs = cfg.iterations * cfg.epochs_per_iteration
     if active and epochs:
-        train_phase(net, job, cfg.optimizer, epochs, f"{tag}/admm",
+        train_phase(net, ctx, cfg.optimizer, epochs, f"{tag}/admm",
                     callbacks=[AdmmCallback(state, cfg.epochs_per_iteration)])
-    before = mean_accuracy(net, job) if active else None
+    before = mean_accuracy(net, ctx) if active else None
     for name, k in active.items():
         # exactly k, unless pruning an earlier layer left fewer live neurons than k here
         expected = min(k, kept_units(net, name, cfg.granularity))
         kept = prune_layer(net, name, k, cfg.granularity)
         if kept != expected or kept_units(net, name, cfg.granularity) != expected:
             raise RuntimeError(f"ADMM hard pruning of {name} kept {kept} units, budget {k}")
-    hard = mean_accuracy(net, job) if active else None
-    train_phase(net, job, cfg.retrain_optimizer, cfg.retrain_epochs, f"{tag}/retrain")
+    hard = mean_accuracy(net, ctx) if active else None
+    train_phase(net, ctx, cfg.retrain_optimizer, cfg.retrain_epochs, f"{tag}/retrain")
     return {"budget": dict(counts), "constrained": sorted(active), "history": state.history,
             "val_acc_before_prune": before, "val_acc_hard_pruned": hard,
-            "val_acc_retrained": mean_accuracy(net, job), "compression": compression(net),
+            "val_acc_retrained": mean_accuracy(net, ctx), "compression": compression(net),
             "seconds": round(time.perf_counter() - start, 3)}
 
 
@@ -232,11 +232,11 @@ class AdmmPruner:
         self.budget = Budget(keep, target_compression, proportions)
         self.report: dict[str, Any] = {}
 
-    def __call__(self, net: GroupedNet, job: Any, tag: str) -> GroupedNet:
+    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> GroupedNet:
         """Prune net in place to the budget with ADMM, retrain it, and fill self.report."""
         ratios = self.budget.ratios(net, self.granularity)
         counts = self.budget.counts(net, self.granularity)
-        stage = admm_stage(net, job, tag, counts, self.settings)
+        stage = admm_stage(net, ctx, tag, counts, self.settings)
         self.report = sparsity_report(net, ratios, self.granularity) | {
             "method": "admm", "admm": stage, "settings": self.settings.describe()}
         return net

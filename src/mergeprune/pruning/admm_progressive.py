@@ -17,6 +17,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mergeprune.context import Context
 from mergeprune.errors import ConfigError, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.pruning.admm import AdmmSettings, admm_stage
@@ -43,7 +44,7 @@ class ProgressiveAdmmPruner:
         self.pool_size = check_int(pool_size, "pruner.pool_size", 1)
         self.report: dict[str, Any] = {}
 
-    def __call__(self, net: GroupedNet, job: Any, tag: str) -> GroupedNet:
+    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> GroupedNet:
         """Prune net in place along the ladder, retraining after every stage; fill self.report."""
         dense = copy.deepcopy(net)
         pool: list[GroupedNet] = []
@@ -55,7 +56,7 @@ class ProgressiveAdmmPruner:
             trials = []
             for j, start in enumerate(starts):
                 trial = copy.deepcopy(start)
-                info = admm_stage(trial, job, f"{tag}/stage{i}", counts, self.settings)
+                info = admm_stage(trial, ctx, f"{tag}/stage{i}", counts, self.settings)
                 trials.append((info["val_acc_retrained"], j, trial, info))
             acc, j, best, info = max(trials, key=lambda t: (t[0], -t[1]))
             if i < self.pool_size:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from mergeprune.context import Context
 from mergeprune.errors import ConfigError, check_choice, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.pruning.admm import mean_accuracy
@@ -67,7 +68,7 @@ class MagnitudePruner:
         self.optimizer = check_optimizer(optimizer or {"name": "adam", "lr": 1e-3}, "pruner.optimizer")
         self.report: dict[str, Any] = {}
 
-    def __call__(self, net: GroupedNet, job: Any, tag: str) -> GroupedNet:
+    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> GroupedNet:
         """Prune net in place with the configured schedule and retrain it; fill self.report."""
         ratios = self.budget.ratios(net, self.granularity)
         counts = self.budget.counts(net, self.granularity)
@@ -77,22 +78,22 @@ class MagnitudePruner:
             ratios = {n: overall for n in counts}
         if self.schedule == "oneshot":
             self.prune_to(net, counts)
-            train_phase(net, job, self.optimizer, self.retrain_epochs, f"{tag}/retrain")
-            rounds = [self.snapshot(net, job)]
+            train_phase(net, ctx, self.optimizer, self.retrain_epochs, f"{tag}/retrain")
+            rounds = [self.snapshot(net, ctx)]
         elif self.schedule == "iterative":
-            rounds = self.iterate(net, job, tag, counts)
+            rounds = self.iterate(net, ctx, tag, counts)
         else:
             callback = GradualCallback(self, counts, self.ramp_epochs)
-            train_phase(net, job, self.optimizer, self.ramp_epochs + self.retrain_epochs,
+            train_phase(net, ctx, self.optimizer, self.ramp_epochs + self.retrain_epochs,
                         f"{tag}/gradual", callbacks=[callback])
             self.prune_to(net, counts)  # exact budget even if the ramp ended between updates
-            rounds = [self.snapshot(net, job) | {"mask_updates": callback.updates}]
+            rounds = [self.snapshot(net, ctx) | {"mask_updates": callback.updates}]
         self.report = sparsity_report(net, ratios, self.granularity) | {
             "method": "magnitude", "schedule": self.schedule, "scope": self.scope,
             "budget": counts, "rounds": rounds}
         return net
 
-    def iterate(self, net: GroupedNet, job: Any, tag: str,
+    def iterate(self, net: GroupedNet, ctx: Context, tag: str,
                 counts: Mapping[str, int]) -> list[dict[str, Any]]:
         """Prune a fraction of what is left and retrain, until the budget is reached."""
         rounds: list[dict[str, Any]] = []
@@ -109,8 +110,8 @@ class MagnitudePruner:
                                     for n, k in counts.items()})
             if done or sum(kept_units(net, n, self.granularity) for n in counts) == sum(kept.values()):
                 return rounds  # at the budget, or nothing left to prune (global floors)
-            train_phase(net, job, self.optimizer, self.retrain_epochs, f"{tag}/round{len(rounds)}")
-            rounds.append(self.snapshot(net, job))
+            train_phase(net, ctx, self.optimizer, self.retrain_epochs, f"{tag}/round{len(rounds)}")
+            rounds.append(self.snapshot(net, ctx))
 
     def prune_to(self, net: GroupedNet, counts: Mapping[str, int], total: int | None = None) -> None:
         """Keep counts[layer] units per layer (layer scope), or `total` (default their sum) globally."""
@@ -124,9 +125,9 @@ class MagnitudePruner:
             if kept_units(net, name, self.granularity) > k:
                 prune_layer(net, name, k, self.granularity)
 
-    def snapshot(self, net: GroupedNet, job: Any) -> dict[str, Any]:
+    def snapshot(self, net: GroupedNet, ctx: Context) -> dict[str, Any]:
         """Compression, validation accuracy and kept units after a round."""
-        return {"compression": compression(net), "val_acc": mean_accuracy(net, job),
+        return {"compression": compression(net), "val_acc": mean_accuracy(net, ctx),
                 "kept": {n: kept_units(net, n, self.granularity)
                          for n in prunable_layers(net, self.granularity)}}
 

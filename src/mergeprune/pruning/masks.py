@@ -23,10 +23,10 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
+from mergeprune.context import Context
 from mergeprune.cost import dense_weights, nonzero_weights
 from mergeprune.errors import ConfigError, check_choice, check_number
 from mergeprune.models.grouped import GroupedNet
-from mergeprune.training.fit import fit
 from mergeprune.training.module import MultiTaskModule
 
 GRANULARITIES = ("unstructured", "neurons")
@@ -277,15 +277,14 @@ def sparsity_report(net: GroupedNet, ratios: Mapping[str, float], granularity: s
 
 
 # ----- training -------------------------------------------------------------------------------------
-def train_phase(net: GroupedNet, job: Any, optimizer: Mapping[str, Any], epochs: int, stage: str,
+def train_phase(net: GroupedNet, ctx: Context, optimizer: Mapping[str, Any], epochs: int, stage: str,
                 callbacks: Sequence[pl.Callback] = (),
                 regularizers: Iterable[Callable[[], Tensor]] = ()) -> pl.Trainer:
     """Train the unmasked weights for some epochs with a fresh module, optimizer and trainer."""
     net.train()
-    module = MultiTaskModule(net, job.tasks, optimizer, epochs, stage=stage)
+    module = MultiTaskModule(net, ctx.tasks, optimizer, epochs, stage=stage)
     module.regularizers.extend(regularizers)
-    trainer = fit(module, job.data, epochs, job.cfg.trainer, job.tracker.lightning(), job.job_dir,
-                  callbacks)
+    trainer = ctx.fit(module, epochs, callbacks)
     net.apply_masks()
     return trainer
 

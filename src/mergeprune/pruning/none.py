@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from mergeprune.context import Context
 from mergeprune.models.grouped import GroupedNet
 
 
@@ -13,5 +12,5 @@ class NoPruner:
     def __init__(self, name: str = "none", granularity: str = "unstructured"):
         self.name, self.granularity = name, granularity
 
-    def __call__(self, net: GroupedNet, job: Any, tag: str) -> GroupedNet:
+    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> GroupedNet:
         return net

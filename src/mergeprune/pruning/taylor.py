@@ -43,11 +43,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mergeprune.context import Context
 from mergeprune.cost import subset_cost
 from mergeprune.errors import ConfigError, check_choice, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.tasks import Task
-from mergeprune.training.fit import accuracy, fit
 from mergeprune.training.module import MultiTaskModule
 
 log = logging.getLogger(__name__)
@@ -83,11 +83,11 @@ class TaylorPruner:
         self.report: dict[str, Any] = {}
 
     # ----- the loop --------------------------------------------------------------------------------
-    def __call__(self, net: GroupedNet, job: Any, tag: str) -> GroupedNet:
+    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> GroupedNet:
         """Prune net in place until the accuracy tolerance or max_iterations stops it; return it."""
         hidden = net.names[:-1]
         start_live = {n: int(net.alive(n).sum()) for n in hidden}
-        base = accuracy(net, job.tasks, job.data, "val")
+        base = ctx.accuracy(net, "val")
         log.info(f"{tag}: taylor start, live {_fmt_live(net)}, val {_fmt_acc(base)}, "
               f"flops(all) {subset_cost(net, net.full_set)['flops']:,}")
         iterations: list[dict[str, Any]] = []
@@ -96,15 +96,15 @@ class TaylorPruner:
             t0 = time.perf_counter()
             snapshot = {k: v.detach().clone() for k, v in net.state_dict().items()}
             live_before = _live_total(net)
-            scores = self.importance(net, job, seed=it)
+            scores = self.importance(net, ctx, seed=it)
             keep = select_keep(net, scores, fraction, self.normalize)
             if keep is None:
                 stopped = "nothing_to_cut"
                 break
             apply_keep(net, keep)
             removed = live_before - _live_total(net)
-            self._finetune(net, job, self.finetune_epochs, f"{tag}/taylor{it}")
-            acc = accuracy(net, job.tasks, job.data, "val")
+            self._finetune(net, ctx, self.finetune_epochs, f"{tag}/taylor{it}")
+            acc = ctx.accuracy(net, "val")
             flops = subset_cost(net, net.full_set)["flops"]
             broken = {t: a for t, a in acc.items() if base[t] - a > self.tolerance}
             iterations.append({"iteration": it, "fraction": fraction, "removed": removed, "live": _live(net),
@@ -121,25 +121,25 @@ class TaylorPruner:
                     stopped = "tolerance"
                     break
         if self.final_epochs > 0:
-            self._finetune(net, job, self.final_epochs, f"{tag}/taylor_final")
+            self._finetune(net, ctx, self.final_epochs, f"{tag}/taylor_final")
         self.report = {
             "layers": {n: {"requested_sparsity": None,
                            "achieved_sparsity": 1 - int(net.alive(n).sum()) / max(start_live[n], 1)}
                        for n in hidden},
             "iterations": iterations, "stopped": stopped, "base_val_acc": base,
-            "final_val_acc": accuracy(net, job.tasks, job.data, "val"),
+            "final_val_acc": ctx.accuracy(net, "val"),
             "cost_all": subset_cost(net, net.full_set)["flops"],
         }
         log.info(f"{tag}: taylor stopped ({stopped}) after {len(iterations)} iterations, "
               f"live {_fmt_live(net)}, flops(all) {self.report['cost_all']:,}")
         return net
 
-    def importance(self, net: GroupedNet, job: Any, seed: int = 0) -> dict[str, Tensor]:
+    def importance(self, net: GroupedNet, ctx: Context, seed: int = 0) -> dict[str, Tensor]:
         """|dL/dg| of every hidden neuron, averaged over `batches` fixed random training minibatches."""
-        size = self.batch_size or int(getattr(job.data, "batch_size", 64))
-        x, targets = job.data.sample(size * self.batches, "train", seed=seed)
-        order = {t.name: i for i, t in enumerate(job.data.tasks)}
-        tasks = [t for t in job.tasks if t.name in net.tasks]
+        size = self.batch_size or int(getattr(ctx.data, "batch_size", 64))
+        x, targets = ctx.sample(size * self.batches, "train", seed=seed)
+        order = {t.name: i for i, t in enumerate(ctx.data.tasks)}
+        tasks = [t for t in ctx.tasks if t.name in net.tasks]
         total: dict[str, Tensor] = {}
         chunks = range(0, len(x), size)
         for lo in chunks:
@@ -149,13 +149,13 @@ class TaylorPruner:
                 total[name] = total.get(name, 0) + g.abs()
         return {name: s / len(chunks) for name, s in total.items()}
 
-    def _finetune(self, net: GroupedNet, job: Any, epochs: int, stage: str) -> None:
+    def _finetune(self, net: GroupedNet, ctx: Context, epochs: int, stage: str) -> None:
         """Masked retraining with a fresh optimizer (no-op for 0 epochs)."""
         if epochs <= 0:
             return
-        module = MultiTaskModule(net, job.tasks, {"name": self.optimizer, "lr": self.lr}, epochs,
+        module = MultiTaskModule(net, ctx.tasks, {"name": self.optimizer, "lr": self.lr}, epochs,
                                  stage=stage)
-        fit(module, job.data, epochs, job.cfg.trainer, job.tracker.lightning(), job.job_dir)
+        ctx.fit(module, epochs)
         net.apply_masks()
 
 

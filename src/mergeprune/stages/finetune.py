@@ -8,9 +8,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mergeprune.context import Context
 from mergeprune.errors import ConfigError
 from mergeprune.models.grouped import GroupedNet
-from mergeprune.training.fit import fit
 from mergeprune.training.module import MultiTaskModule
 
 
@@ -34,16 +34,15 @@ class Finetune:
         self.alternate = alternate
         self.task_weights = _plain(task_weights or {})
 
-    def __call__(self, net: GroupedNet, job: Any, teachers: Mapping[str, GroupedNet], tag: str,
+    def __call__(self, net: GroupedNet, ctx: Context, teachers: Mapping[str, GroupedNet], tag: str,
                  epochs: int | None = None, resume_dir: Path | None = None) -> GroupedNet:
         """Train net in place for the configured epochs (or `epochs`); resume_dir keeps a killed run's state."""
         n_epochs = self.epochs if epochs is None else epochs
-        module = MultiTaskModule(net, job.tasks, self.optimizer, n_epochs, stage=tag,
+        module = MultiTaskModule(net, ctx.tasks, self.optimizer, n_epochs, stage=tag,
                                  task_weights=self.task_weights, teachers=teachers,
                                  distill_weight=self.distill_weight, temperature=self.temperature,
                                  alternate=self.alternate)
-        fit(module, job.data, n_epochs, job.cfg.trainer, job.tracker.lightning(), job.job_dir,
-            resume_dir=resume_dir)
+        ctx.fit(module, n_epochs, resume_dir=resume_dir)
         net.apply_masks()
         return net
 

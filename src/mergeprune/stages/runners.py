@@ -84,7 +84,7 @@ def run_merge(job: Any) -> None:
     payload = {"teachers": job.state["keys"]["teachers"], "merger": _cfg(job.cfg.merger)}
 
     def make(key: str) -> tuple[GroupedNet, dict[str, Any]]:
-        net = merger(_teacher_nets(job), job)
+        net = merger(_teacher_nets(job), job.context)
         return net, getattr(merger, "report", {})
 
     net, report, key = _cached_net(job, "merge", payload, make)
@@ -134,7 +134,7 @@ def run_prune(job: Any) -> None:
     pruner = job.components["pruner"]
 
     def apply(net: GroupedNet, part: str | None, key: str) -> GroupedNet:
-        return pruner(net, job, f"prune/{part}" if part else "prune")
+        return pruner(net, job.context, f"prune/{part}" if part else "prune")
 
     _per_part(job, "prune", pruner, job.cfg.pruner, apply)
 
@@ -149,7 +149,7 @@ def run_finetune(job: Any) -> None:
 
     def apply(net: GroupedNet, part: str | None, key: str) -> GroupedNet:
         mine = {part: teachers[part]} if part else teachers
-        return finetune(net, job, mine, f"finetune/{part}" if part else "finetune",
+        return finetune(net, job.context, mine, f"finetune/{part}" if part else "finetune",
                         resume_dir=job.cache.root / "partial" / "finetune" / key)
 
     _per_part(job, "finetune", finetune, job.cfg.finetune, apply)

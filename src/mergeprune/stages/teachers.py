@@ -16,7 +16,6 @@ from omegaconf import OmegaConf
 from mergeprune.cache import cache_key
 from mergeprune.cost import all_costs
 from mergeprune.models.grouped import CheckpointError, GroupedNet
-from mergeprune.training.fit import fit
 from mergeprune.training.module import MultiTaskModule
 
 log = logging.getLogger(__name__)
@@ -92,7 +91,7 @@ def _train_one(job: Any, name: str, folder: Path) -> None:
     net = GroupedNet.single(job.spec, name, task.n_outputs)
     module = MultiTaskModule(net, job.tasks, cfg.optimizer, cfg.epochs, stage=f"teachers/{name}")
     start = time.perf_counter()
-    trainer = fit(module, job.data, cfg.epochs, job.cfg.trainer, job.tracker.lightning(), job.job_dir)
+    trainer = job.context.fit(module, cfg.epochs)
     seconds = time.perf_counter() - start
     trainer.test(module, datamodule=job.data, verbose=False)
     acc = float(trainer.callback_metrics[f"test/{name}/acc"])

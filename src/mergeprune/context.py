@@ -1,0 +1,65 @@
+"""What an algorithm (merger, pruner, finetuning) may use: never the job, its config or its folders.
+
+A `Context` holds the tasks and the data, trains a module (`fit`, the one training path), measures
+accuracy and draws fixed samples. Mergers are `(teachers, ctx) -> GroupedNet` and pruners
+`(net, ctx, tag) -> GroupedNet`; both leave what they found in their `report` attribute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.loggers import Logger
+from torch import Tensor
+
+from mergeprune.data.datamodule import MultiTaskDataModule
+from mergeprune.models.grouped import GroupedNet
+from mergeprune.tasks import Task
+from mergeprune.training import fit as training
+
+
+@dataclass
+class Context:
+    """The tasks, the data, how to train (trainer settings, metrics logger) and where trainers write."""
+
+    tasks: Sequence[Task]
+    data: MultiTaskDataModule
+    trainer: Mapping[str, Any]
+    logger: Logger | bool = False
+    root_dir: Path = Path(".")
+
+    def fit(self, module: pl.LightningModule, epochs: int, callbacks: Sequence[Callback] = (),
+            resume_dir: Path | None = None) -> pl.Trainer:
+        """Train a module on the data for some epochs (see training.fit.fit)."""
+        return training.fit(module, self.data, epochs, self.trainer, self.logger, self.root_dir,
+                            callbacks, resume_dir)
+
+    def accuracy(self, net: GroupedNet, split: str = "val",
+                 subset: Sequence[str] | None = None) -> dict[str, float]:
+        """Accuracy of each of the net's tasks on one split."""
+        return training.accuracy(net, self.tasks, self.data, split, subset)
+
+    def sample(self, n: int, split: str = "train", seed: int = 0) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """A fixed random batch of n samples of a split."""
+        return self.data.sample(n, split, seed)
+
+
+class Merger(Protocol):
+    """Builds one grouped multitask network from single-task teachers (in task order)."""
+
+    report: dict[str, Any]
+
+    def __call__(self, teachers: Sequence[GroupedNet], ctx: Context) -> GroupedNet: ...
+
+
+class Pruner(Protocol):
+    """Prunes a network in place and returns it; `tag` prefixes its metric names."""
+
+    report: dict[str, Any]
+
+    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> GroupedNet: ...

@@ -1,0 +1,77 @@
+"""Running a preset: one Hydra multirun into <root>/<name>, from the current directory (the jobs'
+relative paths, such as outputs/cache, are read from there), a line per launch in
+<root>/<name>/reproduce.json (command, start, wall time, exit code, commit, machine), then the
+sweep's `mergeprune-report` into <root>/<name>/report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mergeprune import report as rp
+from mergeprune.reproduce.presets import TOLERANCE
+from mergeprune.results import write_json
+
+SRC = Path(__file__).resolve().parents[2]  # the folder holding this package: the jobs import it too
+CODE_DIR = Path(__file__).resolve().parent  # its commit is the one recorded
+
+
+def preset_command(name: str, sweep_dir: Path, overrides: list[str]) -> list[str]:
+    """The mergeprune multirun that runs one preset into sweep_dir."""
+    return [sys.executable, "-m", "mergeprune.cli", "-m", f"experiment={name}",
+            f"hydra.sweep.dir={sweep_dir}", *overrides]
+
+
+def run_preset(name: str, root: Path, overrides: list[str]) -> int:
+    """Run one preset's multirun, log the launch to reproduce.json, then write its report."""
+    sweep = root / name
+    sweep.mkdir(parents=True, exist_ok=True)
+    cmd = preset_command(name, sweep, overrides)
+    print(f"reproduce: {name}: {shlex.join(cmd)}", flush=True)
+    started, t0, commit = dt.datetime.now().isoformat(timespec="seconds"), time.perf_counter(), git_commit()
+    code = subprocess.call(cmd, env={**os.environ, "PYTHONPATH": str(SRC)})
+    seconds = round(time.perf_counter() - t0, 1)
+    log = launches(sweep)
+    log.append({"command": shlex.join(cmd), "started": started, "seconds": seconds,
+                "returncode": code, "commit": commit, "machine": machine()})
+    write_json(sweep / "reproduce.json", {"preset": name, "launches": log})
+    print(f"reproduce: {name}: exit {code} after {seconds:.0f} s", flush=True)
+    rp.main([str(sweep), "--out", str(sweep / "report"), "--tolerance", str(TOLERANCE)])
+    return code
+
+
+def launches(sweep: Path) -> list[dict[str, Any]]:
+    """Earlier launches of a preset (empty when none or unreadable)."""
+    try:
+        return list(json.loads((sweep / "reproduce.json").read_text())["launches"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def machine() -> dict[str, Any]:
+    """Where this runs: OS, CPU, cores, Python, torch."""
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
+
+
+def git_commit() -> str:
+    """The commit of the code that runs (short), '+dirty' when its tree has changes; 'unknown' outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=CODE_DIR, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=CODE_DIR,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
