@@ -2,7 +2,7 @@
 
 FLOP relation checked here (per example, batch 1). torch.utils.flop_counter counts 2 FLOPs per
 multiply-add of conv/linear and nothing for biases, ReLU, pooling or concatenation; the cost rule
-(DESIGN.md section 3) charges 2*n_in - 1 per output. A compact program computes exactly the
+(docs/architecture.md#cost-of-a-task-subset) charges 2*n_in - 1 per output. A compact program computes exactly the
 multiply-adds the cost rule counts, so
 
     counter = subset_cost(net, bits)["flops"] + sum over computed neurons of their output positions

@@ -18,8 +18,8 @@ from mergeprune.context import Context
 from mergeprune.cost import all_costs, group_sizes
 from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import ConfigError
-from mergeprune.merging.mtz import (
-    MtzMerger,
+from mergeprune.merging.mtz import MtzMerger
+from mergeprune.merging.mtz_zip import (
     greedy_match,
     inverse,
     layer_hessian,

@@ -21,7 +21,8 @@ from mergeprune.merging.mi import (
     pairwise_sq_dists,
     task_labels,
 )
-from mergeprune.merging.pam import PamMerger, greedy_irrelevant
+from mergeprune.merging.pam import PamMerger
+from mergeprune.merging.pam_search import greedy_irrelevant
 from mergeprune.models.grouped import GroupedNet, all_subsets, subset_key
 from mergeprune.models.spec import build_spec
 from mergeprune.tasks import build_tasks

@@ -24,7 +24,7 @@ KNOWN: dict[str, tuple[str, ...]] = {
     "teachers.optimizer": ("name", "lr", "weight_decay", "schedule", "momentum", "nesterov",
                            "step_size", "gamma"),
     "evaluate": ("export", "latency_repeats"),
-    "trainer": ("accelerator", "devices", "strategy", "num_nodes", "precision", "progress_bar",
+    "trainer": ("_target_", "accelerator", "devices", "strategy", "num_nodes", "precision", "progress_bar",
                 "log_every_n_steps", "process_group_backend"),
     "paths": ("output_dir", "cache_dir", "data_dir"),
 }

@@ -1,4 +1,4 @@
-"""Cost of every task subset of a grouped network (DESIGN.md section 3, PAM's counting rule).
+"""Cost of every task subset of a grouped network (docs/architecture.md#cost-of-a-task-subset, PAM's counting rule).
 
 For a subset S the computed neurons are those whose task set meets S and that are not pruned.
 A neuron reading n_in live input channels costs (2*k*k*n_in - 1)*H*W FLOPs and k*k*n_in params

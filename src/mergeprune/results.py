@@ -1,4 +1,4 @@
-"""results.json: the per-job contract every tool relies on (DESIGN.md section 5)."""
+"""results.json: the per-job contract every tool relies on (docs/results_json.md)."""
 
 from __future__ import annotations
 

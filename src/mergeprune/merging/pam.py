@@ -1,6 +1,6 @@
 """merger=pam: Pruning-Aware Merging (He et al., KDD 2021), regrouping neurons by mutual information.
 
-Algorithm (research/pam.md section 3, from the authors' code):
+Algorithm (docs/methods.md#pam-algorithm, from the authors' code):
 
 1. Take B = ``samples`` training images (``ctx.sample(samples, "train", seed)``) and run every
    teacher on them. A neuron's activation is its output after ReLU; a conv channel is reduced to
@@ -23,26 +23,9 @@ Algorithm (research/pam.md section 3, from the authors' code):
    ``grouping=subsets``: n gets exactly R(n) (one group per task subset, what the theory asks for
    when T > 2); every subsets-set is contained in the star-set of the same neuron.
 
-Rules that turn the groups into a valid grouped network (stated here because PAM's code leaves
-the merged network to retraining):
-
-- Own task: a kept neuron of teacher k always gets k's task too (star: a set that is then neither
-  {k} nor all tasks becomes all tasks, so the partition stays a star). Task k's head only reads
-  teacher k's neurons at first (cross-teacher links start at zero), so it needs them all.
-- Keep one: a teacher whose neurons of a layer would all be dropped keeps its neuron with the
-  highest MI with its own task (set {k}), so every head stays connected.
-- Closure (``closure``): a grouped neuron may only read neurons whose task set contains its own, so
-  a shared neuron of teacher k cannot read k's exclusive neurons. ``widen`` (default) propagates
-  top-down: a neuron read by a same-teacher neuron through a live weight gets the reader's tasks
-  too (the minimal sets above the MI groups that keep every teacher link). ``narrow`` propagates
-  bottom-up the other way: a reader loses the tasks its same-teacher sources lack (the maximal
-  sets below). ``cut`` keeps the MI groups and deletes the forbidden teacher links, as PAM's code
-  does. With dense teachers ``widen`` leaves exclusive neurons mostly in the top regrouped layer
-  (lower layers become shared) and ``narrow`` makes every layer above a teacher's first exclusive
-  neuron exclusive to it; both keep each task's function exactly, ``cut`` keeps the most structure
-  but changes the function until the network is retrained.
-- Compensation (``compensate``): a teacher link that the merged network lacks (source dropped, or
-  cut) is replaced by its mean contribution over the B samples, added to the reader's bias.
+The rules that turn these groups into a valid grouped network are in ``pam_groups.py`` (own
+task, keep one, closure) and ``pam_compensate.py`` (compensation); the greedy search of step 2 is
+in ``pam_search.py``.
 
 What is lost before any training: with ``widen`` / ``narrow`` only the dropped neurons' variation
 around their mean (they carry almost no information about any task, by construction); with ``cut``
@@ -65,13 +48,19 @@ from torch import Tensor
 from mergeprune.context import Context
 from mergeprune.errors import ConfigError, check_choice, check_int, check_number
 from mergeprune.merging.assemble import Source, assemble
-from mergeprune.merging.mi import (
-    Labels,
-    mi_from_dists,
-    mi_from_sums,
-    neuron_sq_dists,
-    task_labels,
+from mergeprune.merging.mi import Labels, task_labels
+from mergeprune.merging.pam_compensate import compensate_biases
+from mergeprune.merging.pam_groups import (
+    assign_groups,
+    keep_one,
+    kept_sources,
+    narrow,
+    own_task_sets,
+    relevance,
+    teacher_links,
+    widen,
 )
+from mergeprune.merging.pam_search import greedy_irrelevant
 from mergeprune.models.grouped import GroupedNet, subset_key
 
 log = logging.getLogger(__name__)
@@ -211,15 +200,6 @@ def _counts(sets: Tensor, tasks: Sequence[str]) -> dict[str, int]:
     return {subset_key(tasks, int(b)): int(c) for b, c in zip(bits, counts, strict=True)}
 
 
-def kept_sources(sets: Tensor, owner: Tensor) -> list[Source]:
-    """(teacher, neuron index in that teacher) of the kept candidates, in candidate order."""
-    out: list[Source] = []
-    for k in torch.unique(owner).tolist():
-        mine = sets[owner == k]
-        out += [(int(k), int(i)) for i in (mine != 0).nonzero().flatten()]
-    return out
-
-
 # ----- activations -------------------------------------------------------------------------------
 def teacher_activations(net: GroupedNet, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
     """Per hidden layer: activations [B, width] (conv: global max after ReLU) and the batch-mean output."""
@@ -236,186 +216,3 @@ def teacher_activations(net: GroupedNet, x: Tensor) -> tuple[list[Tensor], list[
             h = F.max_pool2d(h, sp.pool)
         means.append(h.mean(0))
     return acts, means
-
-
-# ----- the greedy search for irrelevant neurons --------------------------------------------------
-def greedy_irrelevant(acts: Tensor, labels: Labels, sigma2: float, alpha: float, chunk: int = 256,
-                      budget: int = 1 << 29) -> tuple[list[int], list[float]]:
-    """PAM's greedy Irr_t for one task: neuron indices in the order added, and the MI after each addition.
-
-    Distances add up over neurons, so kernels multiply: with K = exp(-D(Irr_t) / 2 sigma^2) and a
-    candidate's own kernel Q_n, the class sums that give MI(Irr_t + [n]) are
-    sum_j Q_n[i, j] (K[i, j] C[j, g]) (C: class membership and a ones column), one batched matmul
-    over rows i for all candidates. The candidates' kernels are computed once, laid out [i, n, j],
-    when they fit in ``budget`` bytes, else again per chunk of candidates at every step.
-    """
-    n, b = acts.shape[1], acts.shape[0]
-    if alpha <= 0 or n == 0:
-        return [], []
-    const = acts.amax(0) == acts.amin(0)  # they never change the MI: all join at once
-    chosen = const.nonzero().flatten().tolist()
-    trace = [0.0] * len(chosen)
-    free = (~const).nonzero().flatten()
-    cand = acts[:, free]
-    cached = _kernels(cand, sigma2) if len(free) * b * b * acts.element_size() <= budget else None
-    cols = labels.columns(acts.dtype)
-    kernel = torch.ones(b, b, dtype=acts.dtype)  # exp(-D(Irr_t) / 2 sigma^2)
-    alive = torch.ones(len(free), dtype=torch.bool)
-    while bool(alive.any()):
-        weights = kernel[:, :, None] * cols[None]  # [i, j, G + 1]
-        sums = torch.cat([torch.bmm(q, weights) for q in _kernel_chunks(cand, cached, sigma2, chunk)], 1)
-        scores = mi_from_sums(sums.transpose(0, 1), labels).masked_fill(~alive, float("inf"))
-        best, pos = scores.min(0)
-        if float(best) >= alpha:
-            break
-        pos = int(pos)
-        chosen.append(int(free[pos]))
-        trace.append(float(best))
-        own = cached[:, pos] if cached is not None else _kernels(cand[:, pos:pos + 1], sigma2)[:, 0]
-        kernel = kernel * own
-        alive[pos] = False
-        if int(alive.sum()) < 0.75 * len(alive):  # drop the chosen candidates from the work
-            free, cand = free[alive], cand[:, alive]
-            cached = cached[:, alive] if cached is not None else None
-            alive = torch.ones(len(free), dtype=torch.bool)
-    return chosen, trace
-
-
-def _kernels(acts: Tensor, sigma2: float) -> Tensor:
-    """Per-neuron kernels exp(-D_n / 2 sigma^2) laid out [i, n, j]: activations [B, N] -> [B, N, B]."""
-    return torch.exp((acts[:, :, None] - acts.t()[None]).pow(2) / (-2 * sigma2))
-
-
-def _kernel_chunks(cand: Tensor, cached: Tensor | None, sigma2: float, chunk: int):
-    """The free candidates' kernels [i, n, j], chunk by chunk of candidates."""
-    if cached is not None:
-        yield cached
-        return
-    for s in range(0, cand.shape[1], chunk):
-        yield _kernels(cand[:, s:s + chunk], sigma2)
-
-
-# ----- groups ------------------------------------------------------------------------------------
-def relevance(irrelevant: Sequence[Sequence[int]], n: int) -> Tensor:
-    """Bitmask of the tasks each of n candidates is relevant to (not in that task's Irr set)."""
-    bits = torch.zeros(n, dtype=torch.long)
-    for t, irr in enumerate(irrelevant):
-        rel = torch.ones(n, dtype=torch.bool)
-        rel[torch.as_tensor(list(irr), dtype=torch.long)] = False
-        bits |= rel.long() << t
-    return bits
-
-
-def _popcount(bits: Tensor, n_tasks: int) -> Tensor:
-    """Number of tasks in each bitmask."""
-    return sum(((bits >> t) & 1) for t in range(n_tasks))
-
-
-def assign_groups(relevant: Tensor, n_tasks: int, grouping: str) -> Tensor:
-    """Task set of each candidate from its relevant tasks (0 = dropped)."""
-    if grouping == "subsets":
-        return relevant.clone()
-    full = (1 << n_tasks) - 1
-    single = _popcount(relevant, n_tasks) == 1
-    return torch.where(relevant == 0, 0, torch.where(single, relevant, full))
-
-
-def own_task_sets(groups: Tensor, owner: Tensor, n_tasks: int, grouping: str) -> Tensor:
-    """Add each kept neuron's own teacher's task to its set (star: keep the partition a star)."""
-    own = 1 << owner
-    sets = torch.where(groups == 0, 0, groups | own)
-    if grouping == "star":
-        full = (1 << n_tasks) - 1
-        sets = torch.where((sets != 0) & (sets != own), full, sets)
-    return sets
-
-
-def keep_one(sets: Tensor, owner: Tensor, acts: Tensor, labels: Sequence[Labels], sigma2: float) -> None:
-    """In place: a teacher with every neuron dropped keeps its most informative one, exclusive to it."""
-    for k, lab in enumerate(labels):
-        mine = (owner == k).nonzero().flatten()
-        if len(mine) == 0 or (sets[mine] != 0).any():
-            continue
-        mi = mi_from_dists(neuron_sq_dists(acts[:, mine]), lab.to(acts.dtype), sigma2)
-        sets[mine[int(mi.argmax())]] = 1 << k
-
-
-# ----- closure: make every teacher link legal in the grouped network ------------------------------
-def teacher_links(net: GroupedNet, idx: int) -> Tensor:
-    """[neurons of layer idx, neurons of layer idx-1] bool: a live weight joins them."""
-    name = net.names[idx]
-    w = net.layers[name].weight * net.mask(name)
-    n_in = len(net.groups(net.names[idx - 1]))
-    return (w.reshape(w.shape[0], n_in, -1) != 0).any(-1)
-
-
-def _teacher_slice(owner: Tensor, k: int) -> Tensor:
-    """Candidate positions of teacher k (its neurons in order)."""
-    return (owner == k).nonzero().flatten()
-
-
-def widen(sets: list[Tensor], owners: list[Tensor], links: list[list[Tensor]]) -> None:
-    """In place, top-down: a kept neuron gets the tasks of every same-teacher kept neuron reading it."""
-    n_tasks = len(links[0]) if links else 0
-    for idx in range(len(sets) - 1, 0, -1):
-        for k in range(n_tasks):
-            rd = _teacher_slice(owners[idx], k)
-            sc = _teacher_slice(owners[idx - 1], k)
-            readers, sources = sets[idx][rd], sets[idx - 1][sc]
-            added = torch.zeros_like(sources)
-            for t in range(n_tasks):
-                has = ((readers >> t) & 1).bool()
-                added |= (links[idx - 1][k] & has[:, None]).any(0).long() << t
-            sets[idx - 1][sc] = torch.where(sources != 0, sources | added, 0)
-
-
-def narrow(sets: list[Tensor], owners: list[Tensor], links: list[list[Tensor]]) -> None:
-    """In place, bottom-up: a kept neuron loses the tasks some same-teacher kept source lacks."""
-    n_tasks = len(links[0]) if links else 0
-    for idx in range(1, len(sets)):
-        for k in range(n_tasks):
-            rd = _teacher_slice(owners[idx], k)
-            sc = _teacher_slice(owners[idx - 1], k)
-            readers, sources = sets[idx][rd], sets[idx - 1][sc]
-            lost = torch.zeros_like(readers)
-            for t in range(n_tasks):
-                lacks = (sources != 0) & (((sources >> t) & 1) == 0)
-                lost |= (links[idx - 1][k] & lacks[None, :]).any(1).long() << t
-            sets[idx][rd] = readers & ~lost
-
-
-# ----- compensation ------------------------------------------------------------------------------
-def mean_contributions(net: GroupedNet, idx: int, mean_in: Tensor) -> Tensor:
-    """[neurons, input channels]: each input channel's mean contribution to each neuron of layer idx."""
-    sp, layer = net.layer_specs[idx], net.layers[net.names[idx]]
-    w = layer.weight * net.mask(net.names[idx])
-    if sp.kind == "conv":
-        n_out, n_in = w.shape[:2]
-        per = F.conv2d(mean_in[None], w.transpose(0, 1).reshape(n_in * n_out, 1, *w.shape[2:]),
-                       padding=sp.padding, groups=n_in)
-        return per.reshape(n_in, n_out, -1).mean(-1).t()
-    n_in = mean_in.shape[0]
-    return (w.reshape(w.shape[0], n_in, -1) * mean_in.reshape(1, n_in, -1)).sum(-1)
-
-
-def compensate_biases(net: GroupedNet, teachers: Sequence[GroupedNet], sources: Sequence[Sequence[Source]],
-                      means: Sequence[Sequence[Tensor]]) -> None:
-    """In place: add to each neuron's bias the mean contribution of the teacher inputs it lost."""
-    head_src = [(k, o) for k, t in enumerate(teachers) for o in range(t.n_outputs[t.tasks[0]])]
-    all_src = [list(s) for s in sources] + [head_src]
-    for idx in range(1, len(net.names)):
-        name = net.names[idx]
-        conn, prev = net.connectivity(idx), all_src[idx - 1]  # merged [rows, previous-layer rows]
-        for k, teacher in enumerate(teachers):
-            rows = torch.as_tensor([r for r, (o, _) in enumerate(all_src[idx]) if o == k], dtype=torch.long)
-            cols = torch.as_tensor([c for c, (o, _) in enumerate(prev) if o == k], dtype=torch.long)
-            if len(rows) == 0:
-                continue
-            contrib = mean_contributions(teacher, idx, means[k][idx - 1])  # [teacher rows, teacher cols]
-            t_rows = torch.as_tensor([all_src[idx][r][1] for r in rows.tolist()], dtype=torch.long)
-            missing = torch.ones(len(rows), contrib.shape[1], dtype=torch.bool)
-            if len(cols):
-                t_cols = torch.as_tensor([prev[c][1] for c in cols.tolist()], dtype=torch.long)
-                missing[:, t_cols] = ~conn[rows][:, cols]
-            net.layers[name].bias[rows] += (contrib[t_rows] * missing).sum(1)
-    net.apply_masks()

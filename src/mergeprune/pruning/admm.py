@@ -30,10 +30,10 @@ from torch import Tensor
 from mergeprune.context import Context
 from mergeprune.errors import check_choice, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
+from mergeprune.pruning.knobs import check_optimizer
 from mergeprune.pruning.masks import (
     GRANULARITIES,
     Budget,
-    check_optimizer,
     compression,
     kept_units,
     project,

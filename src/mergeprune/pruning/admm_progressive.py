@@ -21,7 +21,8 @@ from mergeprune.context import Context
 from mergeprune.errors import ConfigError, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.pruning.admm import AdmmSettings, admm_stage
-from mergeprune.pruning.masks import Budget, plain, sparsity_report
+from mergeprune.pruning.knobs import plain
+from mergeprune.pruning.masks import Budget, sparsity_report
 
 
 class ProgressiveAdmmPruner:

@@ -25,10 +25,10 @@ from mergeprune.context import Context
 from mergeprune.errors import ConfigError, check_choice, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.pruning.admm import mean_accuracy
+from mergeprune.pruning.knobs import check_optimizer
 from mergeprune.pruning.masks import (
     GRANULARITIES,
     Budget,
-    check_optimizer,
     compression,
     global_allocation,
     kept_units,

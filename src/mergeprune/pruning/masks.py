@@ -1,4 +1,4 @@
-"""Shared pruning utilities: exact projections, per-layer budgets, sparsity reports, knob checks.
+"""Shared pruning utilities: exact projections, per-layer budgets, sparsity reports, masked retraining.
 
 Two constraint sets, both restricted to a base mask (a grouped network's structure and the weights
 pruned earlier, which never come back):
@@ -20,18 +20,16 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
 from mergeprune.context import Context
 from mergeprune.cost import dense_weights, nonzero_weights
-from mergeprune.errors import ConfigError, check_choice, check_number
+from mergeprune.errors import ConfigError, check_number
 from mergeprune.models.grouped import GroupedNet
+from mergeprune.pruning.knobs import check_ratios, plain
 from mergeprune.training.module import MultiTaskModule
 
 GRANULARITIES = ("unstructured", "neurons")
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("none", "cosine", "step")
 
 
 # ----- exact projections ----------------------------------------------------------------------------
@@ -287,38 +285,3 @@ def train_phase(net: GroupedNet, ctx: Context, optimizer: Mapping[str, Any], epo
     trainer = ctx.fit(module, epochs, callbacks)
     net.apply_masks()
     return trainer
-
-
-# ----- knob checks ----------------------------------------------------------------------------------
-def plain(node: Any) -> Any:
-    """A config node (DictConfig / ListConfig) as plain Python data; anything else unchanged."""
-    if isinstance(node, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
-
-
-def check_ratios(values: Any, key: str) -> dict[str, float]:
-    """A dict layer -> keep ratio in (0, 1]."""
-    if not isinstance(values, Mapping) or not values:
-        raise ConfigError(f"{key}={values}; allowed: a non-empty dict layer -> keep ratio in 0..1")
-    out = {}
-    for name, r in values.items():
-        ok = isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r <= 1
-        if not ok:
-            raise ConfigError(f"{key}.{name}={r}; allowed: 0..1 (a kept fraction > 0)")
-        out[str(name)] = float(r)
-    return out
-
-
-def check_optimizer(cfg: Any, key: str) -> dict[str, Any]:
-    """An optimizer dict {name, lr, weight_decay, momentum, schedule} with valid values."""
-    cfg = plain(cfg)
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(f"{key}={cfg}; allowed: a dict with name, lr, weight_decay, schedule")
-    cfg = dict(cfg)
-    check_choice(cfg.get("name", "adam"), f"{key}.name", OPTIMIZERS)
-    check_number(cfg.get("lr", 1e-3), f"{key}.lr", low=0.0, strict=True)
-    check_number(cfg.get("weight_decay", 0.0), f"{key}.weight_decay", low=0.0)
-    check_number(cfg.get("momentum", 0.9), f"{key}.momentum", low=0.0, high=1.0)
-    check_choice(cfg.get("schedule", "none"), f"{key}.schedule", SCHEDULES)
-    return cfg

@@ -119,7 +119,7 @@ FIDELITY = [
     "far longer on 12x more data).",
     "Matched accuracy: a run counts in a ratio only if every task's test accuracy is within "
     f"{TOLERANCE:g} point of its own teacher's; the paper's exact tolerance is not known.",
-    "Cost: PAM's counting rule (DESIGN.md section 3), FLOPs of the dense compact network of each task "
+    "Cost: PAM's counting rule (docs/architecture.md#cost-of-a-task-subset), FLOPs of the dense compact network of each task "
     "subset; no merging costs the sum of the individually pruned teachers.",
     "Paper numbers are 'up to' figures over the paper's settings (the 4.87x probably from five LFW "
     "tasks on VGG); ours are the maxima over the task subsets of one setting, so they compare in "

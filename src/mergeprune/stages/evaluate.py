@@ -12,7 +12,7 @@ from mergeprune.training.fit import accuracy
 log = logging.getLogger(__name__)
 
 
-def compression(job: Any, net: GroupedNet) -> dict[str, float]:
+def compression_vs_teachers(job: Any, net: GroupedNet) -> dict[str, float]:
     """Weight compression: the teachers' dense conv+linear weights over the network's non-zero ones."""
     dense = sum(job.spec.single_task_weights(t.n_outputs) for t in job.tasks)
     nonzero = nonzero_weights(net)
@@ -26,7 +26,7 @@ def evaluate(job: Any, net: GroupedNet) -> None:
     res["accuracy"] = accuracy(net, job.tasks, job.data, "test")
     res["cost"] = all_costs(net)
     res["groups"] = group_sizes(net)
-    res["compression"] = compression(job, net)
+    res["compression"] = compression_vs_teachers(job, net)
     net.save(job.job_dir / "model.pt")
     acc = ", ".join(f"{t} {a:.4f}" for t, a in res["accuracy"].items())
     log.info(f"evaluate: test accuracy {acc}; compression {res['compression']['weights']}x")

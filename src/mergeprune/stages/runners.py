@@ -159,11 +159,9 @@ def final_network(job: Any) -> GroupedNet:
     """The job's network after the stages that ran (parts placed side by side for merger=none)."""
     _ensure_merged(job)
     if "parts" in job.state:
-        from mergeprune.merging.assemble import assemble, side_by_side
+        from mergeprune.merging.none import NoMerge
 
-        parts = [job.state["parts"][t.name] for t in job.tasks]
-        sources = side_by_side(parts)
-        return assemble(parts, sources, [[1 << k for k, _ in layer] for layer in sources])
+        return NoMerge()([job.state["parts"][t.name] for t in job.tasks])
     return job.state["net"]
 
 

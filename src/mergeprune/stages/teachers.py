@@ -42,7 +42,7 @@ def data_identity(dataset_cfg: Any) -> dict[str, Any]:
 def trainer_identity(trainer_cfg: Any) -> dict[str, Any]:
     """The trainer settings that change what training computes (devices, strategy, precision)."""
     plain = OmegaConf.to_container(trainer_cfg, resolve=True)
-    return {k: v for k, v in plain.items() if k not in ("progress_bar", "log_every_n_steps")}
+    return {k: v for k, v in plain.items() if k not in ("_target_", "progress_bar", "log_every_n_steps")}
 
 
 def teacher_payload(job: Any, task_name: str) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import Logger
 
@@ -29,25 +31,28 @@ for _name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilit
     logging.getLogger(_name).setLevel(logging.WARNING)  # no GPU/TPU banners and tips per trainer
 
 
+# trainer config keys that are not pytorch_lightning.Trainer arguments
+NOT_TRAINER_ARGS = ("progress_bar", "process_group_backend", "strategy")
+
+
 def make_trainer(trainer_cfg: Mapping[str, Any], epochs: int, logger: Logger | bool,
                  root_dir: str | Path, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
-    """A Lightning Trainer for one training phase."""
-    return pl.Trainer(
-        max_epochs=epochs,
-        accelerator=trainer_cfg.get("accelerator", "cpu"),
-        devices=trainer_cfg.get("devices", 1),
-        strategy=_strategy(trainer_cfg),
-        num_nodes=trainer_cfg.get("num_nodes", 1),
-        precision=trainer_cfg.get("precision", "32-true"),
-        logger=logger,
-        callbacks=list(callbacks),
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=bool(trainer_cfg.get("progress_bar", True)),
-        num_sanity_val_steps=0,
-        log_every_n_steps=int(trainer_cfg.get("log_every_n_steps", 10)),
-        default_root_dir=str(root_dir),
-    )
+    """A Lightning Trainer for one training phase, instantiated from the `trainer` config node.
+
+    The node's keys are Trainer arguments (`_target_` defaults to pytorch_lightning.Trainer), plus
+    `progress_bar` and, for DDP, `process_group_backend`; what a phase needs besides (epochs, the
+    logger, callbacks, no checkpoints or sanity checks) is added here. The only Trainer built.
+    """
+    plain = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) \
+        else dict(trainer_cfg)
+    node = {"_target_": "pytorch_lightning.Trainer", "accelerator": "cpu", "devices": 1,
+            "num_nodes": 1, "precision": "32-true", "log_every_n_steps": 10}
+    node |= {k: v for k, v in plain.items() if k not in NOT_TRAINER_ARGS}
+    return instantiate(node, max_epochs=epochs, strategy=_strategy(plain), logger=logger,
+                       callbacks=list(callbacks), enable_checkpointing=False,
+                       enable_model_summary=False, num_sanity_val_steps=0,
+                       enable_progress_bar=bool(plain.get("progress_bar", True)),
+                       default_root_dir=str(root_dir))
 
 
 class EpochCheckpoint(Callback):
