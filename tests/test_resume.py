@@ -23,7 +23,9 @@ ARGS = ["dataset=digits", "teachers.epochs=1", "merger=concat", "pruner=none", "
 def _launch(tmp_path: Path, run: str, *extra: str) -> subprocess.Popen:
     """Start `mergeprune` in tmp_path with its own process group."""
     exe = Path(sys.executable).with_name("mergeprune")
-    return subprocess.Popen([str(exe), *ARGS, f"hydra.run.dir=outputs/{run}", *extra], cwd=tmp_path,
+    keys = {e.split("=", 1)[0] for e in extra}
+    args = [a for a in ARGS if a.split("=", 1)[0] not in keys]  # extra overrides replace ARGS
+    return subprocess.Popen([str(exe), *args, f"hydra.run.dir=outputs/{run}", *extra], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
@@ -72,8 +74,9 @@ def test_killed_finetune_resumes_from_checkpoint(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ctrl_c_records_interrupted(tmp_path: Path) -> None:
-    job = _launch(tmp_path, "job")
+    job = _launch(tmp_path, "job", "finetune.epochs=1000")  # still training when Ctrl-C comes
     _wait_for_checkpoint(tmp_path, job)
+    assert job.poll() is None, "the job ended before it could be interrupted"
     os.killpg(job.pid, signal.SIGINT)
     out, _ = job.communicate(timeout=300)
     assert job.returncode == 130, out
