@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -18,6 +19,8 @@ from omegaconf import DictConfig
 from mergeprune.errors import ConfigError, DataError, StorageError, TrainingError
 from mergeprune.models.grouped import CheckpointError
 from mergeprune.pipeline import run_job
+
+log = logging.getLogger(__name__)
 
 # errors whose message says all there is to say: one line, no traceback
 USER_ERRORS = (ConfigError, DataError, TrainingError, CheckpointError, StorageError)
@@ -46,9 +49,10 @@ def check_writable(folder: Path) -> None:
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as err:
-        print(f"mergeprune: error: cannot write the output folder {folder} ({probe}: {err.strerror}); "
-              "make it writable or choose another with hydra.run.dir / hydra.sweep.dir / "
-              "paths.output_dir", file=sys.stderr)
+        # no job log exists yet (its folder is what cannot be written): stderr only
+        sys.stderr.write(f"mergeprune: error: cannot write the output folder {folder} ({probe}: "
+                         f"{err.strerror}); make it writable or choose another with hydra.run.dir / "
+                         "hydra.sweep.dir / paths.output_dir\n")
         sys.exit(2)
 
 CONF_DIR = os.environ.get("MERGEPRUNE_CONF", str(Path(__file__).resolve().parents[2] / "conf"))
@@ -91,12 +95,16 @@ def app(cfg: DictConfig) -> None:
     except USER_ERRORS as err:
         if hc.mode == RunMode.MULTIRUN:  # Hydra records it, runs the other jobs, then exits non-zero
             raise JobFailed(f"mergeprune: error: {err}") from None
-        print(f"mergeprune: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(f"mergeprune: error: {err}", 2)
     except KeyboardInterrupt as err:
-        print(f"mergeprune: interrupted: {err}" if str(err) else "mergeprune: interrupted",
-              file=sys.stderr)
-        sys.exit(130)
+        fail(f"mergeprune: interrupted: {err}" if str(err) else "mergeprune: interrupted", 130)
+
+
+def fail(message: str, status: int) -> None:
+    """End the job: the message into the job's log and, as the one line a user reads, on stderr."""
+    log.error("%s", message)
+    sys.stderr.write(message + "\n")
+    sys.exit(status)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ outputs/reproduce and docs/RESULTS.md below the current directory (run it from t
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from mergeprune.reproduce.presets import BY_NAME
 
 DESCRIPTION = ("Reproduce the papers: run the experiment presets, report each sweep, and write "
                "docs/RESULTS.md.")
+
+log = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -41,13 +44,14 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     """Run the presets asked for, then write the page; exit 1 if a preset's sweep failed."""
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     failed = []
     if not args.page_only:
         for name in args.presets or list(BY_NAME):
             if run_preset(name, args.root, overrides) != 0:
                 failed.append(name)
     page = write_page(args.root, args.out)
-    print(f"reproduce: wrote {page}")
+    log.info("reproduce: wrote %s", page)
     if failed:
-        print(f"reproduce: failed presets: {', '.join(failed)} (see their sweep folders)", file=sys.stderr)
+        log.error("reproduce: failed presets: %s (see their sweep folders)", ", ".join(failed))
     return 1 if failed else 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import platform
 import shlex
@@ -24,6 +25,8 @@ from mergeprune.results import write_json
 SRC = Path(__file__).resolve().parents[2]  # the folder holding this package: the jobs import it too
 CODE_DIR = Path(__file__).resolve().parent  # its commit is the one recorded
 
+log = logging.getLogger(__name__)
+
 
 def preset_command(name: str, sweep_dir: Path, overrides: list[str]) -> list[str]:
     """The mergeprune multirun that runs one preset into sweep_dir."""
@@ -36,15 +39,15 @@ def run_preset(name: str, root: Path, overrides: list[str]) -> int:
     sweep = root / name
     sweep.mkdir(parents=True, exist_ok=True)
     cmd = preset_command(name, sweep, overrides)
-    print(f"reproduce: {name}: {shlex.join(cmd)}", flush=True)
+    log.info("reproduce: %s: %s", name, shlex.join(cmd))
     started, t0, commit = dt.datetime.now().isoformat(timespec="seconds"), time.perf_counter(), git_commit()
     code = subprocess.call(cmd, env={**os.environ, "PYTHONPATH": str(SRC)})
     seconds = round(time.perf_counter() - t0, 1)
-    log = launches(sweep)
-    log.append({"command": shlex.join(cmd), "started": started, "seconds": seconds,
+    history = launches(sweep)
+    history.append({"command": shlex.join(cmd), "started": started, "seconds": seconds,
                 "returncode": code, "commit": commit, "machine": machine()})
-    write_json(sweep / "reproduce.json", {"preset": name, "launches": log})
-    print(f"reproduce: {name}: exit {code} after {seconds:.0f} s", flush=True)
+    write_json(sweep / "reproduce.json", {"preset": name, "launches": history})
+    log.info("reproduce: %s: exit %d after %.0f s", name, code, seconds)
     rp.main([str(sweep), "--out", str(sweep / "report"), "--tolerance", str(TOLERANCE)])
     return code
 
