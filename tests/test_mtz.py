@@ -59,27 +59,27 @@ def teacher_outputs(teachers: list[GroupedNet], x: torch.Tensor) -> dict[str, to
 
 
 def test_share_zero_is_no_merging(setup: SimpleNamespace) -> None:
-    merged = MtzMerger(share=0.0, retrain_steps=0)(setup.teachers, setup.job)
+    merged = MtzMerger(share=0.0, retrain_steps=0)(setup.teachers, setup.job).net
     x, _ = setup.dm.sample(64, "test")
     out, ref = merged(x), teacher_outputs(setup.teachers, x)
     for task in ("lo", "hi"):
         assert (out[task] - ref[task]).abs().max() < 1e-5
-    assert all_costs(merged) == all_costs(NoMerge()(setup.teachers))
+    assert all_costs(merged) == all_costs(NoMerge()(setup.teachers).net)
 
 
 def test_share_one_shares_every_neuron(setup: SimpleNamespace) -> None:
     merger = MtzMerger(share=1.0, retrain_steps=0)
-    merged = merger(setup.teachers, setup.job)
+    merged, report = merger(setup.teachers, setup.job)
     widths = {la["name"]: la["width"] for la in LAYERS}
     assert group_sizes(merged) == {name: {"lo+hi": w} for name, w in widths.items()}
-    assert {n: r["zipped"] for n, r in merger.report["layers"].items()} == widths
+    assert {n: r["zipped"] for n, r in report["layers"].items()} == widths
     cost = all_costs(merged)
     # everything hidden is computed for 'lo' alone already; 'lo+hi' adds only the hi head
     head_hi = {"flops": (2 * 500 - 1) * 5, "params": 500 * 5}
     for key, extra in head_hi.items():
         assert cost["lo+hi"][key] - cost["lo"][key] == extra
         assert cost["hi"][key] == cost["lo"][key]
-    assert merger.report["seconds"] > 0
+    assert report["seconds"] > 0
 
 
 def twin_of(teacher: GroupedNet, spec, task: str) -> GroupedNet:
@@ -92,11 +92,11 @@ def twin_of(teacher: GroupedNet, spec, task: str) -> GroupedNet:
 def test_identical_teachers_zip_to_the_teacher(setup: SimpleNamespace) -> None:
     lo = setup.teachers[0]
     merger = MtzMerger(share=1.0, retrain_steps=0)
-    merged = merger([lo, twin_of(lo, setup.spec, "hi")], setup.job)
-    for name, rec in merger.report["layers"].items():
+    merged, report = merger([lo, twin_of(lo, setup.spec, "hi")], setup.job)
+    for name, rec in report["layers"].items():
         assert all(a == b for a, b in rec["pairs"]), f"{name}: a neuron was zipped with a non-twin"
         assert rec["mean_cost"] < 1e-8
-    order = torch.as_tensor([p[0] for p in merger.report["layers"]["conv1"]["pairs"]])
+    order = torch.as_tensor([p[0] for p in report["layers"]["conv1"]["pairs"]])
     assert torch.equal(merged.layers["conv1"].weight, lo.layers["conv1"].weight.detach()[order])
     assert torch.allclose(merged.layers["conv1"].bias, lo.layers["conv1"].bias.detach()[order])
     x, _ = setup.dm.sample(64, "test")
@@ -108,7 +108,7 @@ def test_identical_teachers_zip_to_the_teacher(setup: SimpleNamespace) -> None:
 
 def test_twin_pair_cost_is_zero_and_merge_keeps_weights(setup: SimpleNamespace) -> None:
     lo = setup.teachers[0]
-    net = NoMerge()([lo, twin_of(lo, setup.spec, "hi")])  # two copies side by side
+    net = NoMerge()([lo, twin_of(lo, setup.spec, "hi")]).net  # two copies side by side
     rows = [torch.arange(20), torch.arange(20, 40)]
     shared = torch.arange(1)
     hinv = inverse(layer_hessian(setup.dm.sample(64)[0], conv=True), 1e-4)
@@ -150,7 +150,7 @@ def test_greedy_match_takes_cheapest_free_pairs() -> None:
 def test_half_share_keeps_accuracy(setup: SimpleNamespace, caplog: pytest.LogCaptureFixture) -> None:
     merger = MtzMerger(share=0.5, retrain_steps=20)
     with caplog.at_level(logging.INFO):
-        merged = merger(setup.teachers, setup.job)
+        merged, report = merger(setup.teachers, setup.job)
     assert "merge/mtz: conv1 zipped 10/20 pairs" in caplog.text
     assert group_sizes(merged)["fc1"] == {"lo": 250, "hi": 250, "lo+hi": 250}
     after = accuracy(merged, setup.tasks, setup.dm)
@@ -170,10 +170,10 @@ def test_three_tasks_share_every_zipped_neuron(tmp_path: Path) -> None:
                                {"name": "fc1", "kind": "linear", "width": 10}], 1, (8, 8))
     teachers = [GroupedNet.single(spec, t.name, t.n_outputs) for t in tasks]
     merger = MtzMerger(share={"conv1": 0.5, "fc1": 0.3}, retrain_steps=2, hessian_samples=64)
-    merged = merger(teachers, Context(tasks, dm, {"progress_bar": False}))
+    merged, report = merger(teachers, Context(tasks, dm, {"progress_bar": False}))
     assert group_sizes(merged) == {"conv1": {"a": 3, "b": 3, "c": 3, "a+b+c": 3},
                                    "fc1": {"a": 7, "b": 7, "c": 7, "a+b+c": 3}}
-    assert all(len(p) == 3 for r in merger.report["layers"].values() for p in r["pairs"])
+    assert all(len(p) == 3 for r in report["layers"].values() for p in r["pairs"])
     assert set(merged(dm.sample(4)[0])) == {"a", "b", "c"}
 
 
@@ -193,4 +193,5 @@ def test_unknown_layer_in_share_map(setup: SimpleNamespace) -> None:
 
 def test_config_builds_the_merger(tmp_path: Path) -> None:
     merger = instantiate(make_cfg(tmp_path, ["merger=mtz"]).merger)
-    assert isinstance(merger, MtzMerger) and merger.name == "mtz" and not merger.separate
+    assert isinstance(merger, MtzMerger) and merger.name == "mtz"
+    assert merger.parts(["lo", "hi"]) == [["lo", "hi"]]

@@ -192,11 +192,11 @@ def teacher_outputs(teachers, x):
 def test_alpha_zero_shares_everything_and_keeps_the_teachers(setup):
     teachers, job, x = setup
     merger = PamMerger(alpha_conv=0.0, alpha_fc=0.0, samples=64)
-    net = merger(teachers, job)
+    net, report = merger(teachers, job)
     for name in net.names[:-1]:
         assert len(net.groups(name)) == 2 * teachers[0].layers[name].weight.shape[0]
         assert bool((net.groups(name) == 3).all())
-        assert merger.report["layers"][name]["dropped"] == 0
+        assert report["layers"][name]["dropped"] == 0
     out, ref = net(x), teacher_outputs(teachers, x)
     for task in ref:
         torch.testing.assert_close(out[task], ref[task], atol=1e-5, rtol=1e-5)
@@ -207,9 +207,10 @@ def test_alpha_zero_shares_everything_and_keeps_the_teachers(setup):
 def test_closures_keep_each_task_exact_apart_from_dropped_neurons(setup, closure):
     teachers, job, x = setup
     merger = PamMerger(alpha_conv=0.5, alpha_fc=0.5, closure=closure, compensate=False, samples=64)
-    net = merger(teachers, job)
+    plan = merger.plan(teachers, job)
+    net, report = merger.build(teachers, plan)
     check_valid(net, x)
-    report = merger.report["layers"]
+    report = report["layers"]
     assert sum(r["dropped"] for r in report.values()) > 0  # the reference below must drop something
     assert sum(r["mi_groups"].get(t.tasks[0], 0) for r in report.values() for t in teachers) > 0
     out, gaps = net(x), []
@@ -217,7 +218,7 @@ def test_closures_keep_each_task_exact_apart_from_dropped_neurons(setup, closure
         ref = GroupedNet.from_checkpoint({"meta": teacher.metadata(), "state": teacher.state_dict()})
         for idx, name in enumerate(net.names[:-1]):
             keep = torch.zeros(len(ref.groups(name)), dtype=torch.bool)
-            keep[[n for o, n in merger.sources[idx] if o == k]] = True
+            keep[[n for o, n in plan.sources[idx] if o == k]] = True
             ref.prune_neurons(name, keep)
         task = teacher.tasks[0]
         gaps.append(float((out[task] - ref(x)[task]).abs().max()))
@@ -232,8 +233,9 @@ def test_subsets_grouping_is_never_coarser_than_star(setup3, closure):
     teachers, job, x = setup3
     kw = {"alpha_conv": 0.5, "alpha_fc": 0.5, "samples": 32, "closure": closure}
     star, sub = PamMerger(grouping="star", **kw), PamMerger(grouping="subsets", **kw)
-    net_star, net_sub = star(teachers, job), sub(teachers, job)
-    assert star.sources == sub.sources  # the same neurons are dropped
+    plan_star, plan_sub = star.plan(teachers, job), sub.plan(teachers, job)
+    net_star, net_sub = star.build(teachers, plan_star).net, sub.build(teachers, plan_sub).net
+    assert plan_star.sources == plan_sub.sources  # the same neurons are dropped
     finer = 0
     for name in net_star.names[:-1]:
         g_star, g_sub = net_star.groups(name), net_sub.groups(name)
@@ -248,9 +250,9 @@ def test_subsets_grouping_is_never_coarser_than_star(setup3, closure):
 def test_cut_closure_and_the_report(setup):
     teachers, job, x = setup
     merger = PamMerger(alpha_conv=0.5, alpha_fc=0.5, closure="cut", layers=["conv2", "fc1"], samples=64)
-    net = merger(teachers, job)
+    net, report = merger(teachers, job)
     check_valid(net, x)
-    rep = merger.report
+    rep = report
     assert set(rep["layers"]) == {"conv1", "conv2", "fc1"} and rep["seconds"] > 0
     conv1 = rep["layers"]["conv1"]
     assert conv1["dropped"] == 0 and conv1["groups"] == {"lo+hi": 40}  # not regrouped: all shared
@@ -261,7 +263,7 @@ def test_cut_closure_and_the_report(setup):
 
 def test_huge_alpha_keeps_one_neuron_per_teacher_and_layer(setup):
     teachers, job, x = setup
-    net = PamMerger(alpha_conv=1e6, alpha_fc=1e6, samples=16)(teachers, job)
+    net = PamMerger(alpha_conv=1e6, alpha_fc=1e6, samples=16)(teachers, job).net
     for name in net.names[:-1]:
         assert sorted(net.groups(name).tolist()) == [1, 2]
     check_valid(net, x)
@@ -297,4 +299,5 @@ def test_config_file_builds_the_merger():
 
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "merger" / "pam.yaml")
     merger = instantiate(cfg)
-    assert isinstance(merger, PamMerger) and merger.name == "pam" and merger.separate is False
+    assert isinstance(merger, PamMerger) and merger.name == "pam"
+    assert merger.parts(["lo", "hi"]) == [["lo", "hi"]]  # one network for all tasks

@@ -53,10 +53,10 @@ def test_wandb_offline_run_holds_metrics(tiny, tmp_path: Path) -> None:
 
 
 def test_failed_stage_writes_status(tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(job) -> None:
+    def boom(job, teachers) -> None:
         raise RuntimeError("merge exploded")
 
-    monkeypatch.setitem(runners.STAGE_RUNNERS, "merge", boom)
+    monkeypatch.setattr(runners, "run_merge", boom)
     with pytest.raises(RuntimeError):
         run_job(tiny("stages=[teachers,merge]"), tmp_path / "job")
     saved = json.loads((tmp_path / "job" / "results.json").read_text())
@@ -87,12 +87,15 @@ def test_lossless_merge_keeps_teacher_accuracy(tiny, tmp_path: Path, merger: str
     res = run_job(cfg, tmp_path / "job")
     for name, info in res["teachers"].items():
         assert res["accuracy"][name] == info["accuracy"]
-    if merger == "none":
+    if merger == "none":  # one part per task, pruned on its own, nothing merged or cached as merged
+        assert set(res["pruning"]) == set(res["experiment"]["tasks"])
+        assert "merge" not in res and not (tmp_path / "cache" / "merge").exists()
         for subset, cost in res["cost"].items():
             parts = subset.split("+")
             assert cost["flops"] == sum(res["teachers"][t]["flops"] for t in parts)
             assert cost["params"] == sum(res["teachers"][t]["params"] for t in parts)
     else:
+        assert res["pruning"] == {} and "layers" not in res["merge"]  # one part, one (empty) report
         # one shared group: every subset computes all hidden neurons and differs only in its heads
         every = "+".join(res["experiment"]["tasks"])
         n_in = sum(res["groups"]["fc1"].values())

@@ -111,13 +111,13 @@ def test_least_important_neurons_go_first(setup: SimpleNamespace) -> None:
     zero = zero_importance(setup, net)
     n_zero = sum(len(v) for v in zero.values())
     pruner = fast(fraction=n_zero / 30, max_iterations=1, tolerance=1.0)
-    pruner(net, setup.job, "t")
+    report = pruner(net, setup.job, "t").report
     for name, idx in zero.items():
         dead = (~net.alive(name)).nonzero().flatten().tolist()
         assert dead == idx, name
-        assert pruner.report["layers"][name]["achieved_sparsity"] == pytest.approx(len(idx) / WIDTHS[name])
-    assert pruner.report["iterations"][0]["removed"] == n_zero
-    assert pruner.report["stopped"] == "max_iterations"
+        assert report["layers"][name]["achieved_sparsity"] == pytest.approx(len(idx) / WIDTHS[name])
+    assert report["iterations"][0]["removed"] == n_zero
+    assert report["stopped"] == "max_iterations"
 
 
 def test_tolerance_stop_rolls_back_to_the_previous_cut(setup: SimpleNamespace) -> None:
@@ -130,9 +130,9 @@ def test_tolerance_stop_rolls_back_to_the_previous_cut(setup: SimpleNamespace) -
         expected.prune_neurons(name, keep)
     base = accuracy(net, setup.tasks, setup.dm, "val")
     pruner = fast(fraction=sum(len(v) for v in zero.values()) / 30, max_iterations=5, tolerance=0.0)
-    out = pruner(net, setup.job, "t")
-    its = pruner.report["iterations"]
-    assert out is net and pruner.report["stopped"] == "tolerance"
+    out, report = pruner(net, setup.job, "t")
+    its = report["iterations"]
+    assert out is net and report["stopped"] == "tolerance"
     assert its[0]["val_acc"] == base and not its[0]["rolled_back"]  # the zero-importance cut is free
     assert len(its) == 2 and its[1]["rolled_back"] and its[1]["val_acc"]["lo"] < base["lo"]
     for key, value in expected.state_dict().items():
@@ -143,11 +143,11 @@ def test_first_cut_beyond_tolerance_leaves_the_net_unchanged(setup: SimpleNamesp
     net = copy.deepcopy(setup.teacher)
     before = copy.deepcopy(net.state_dict())
     pruner = fast(fraction=0.6, tolerance=0.0)
-    pruner(net, setup.job, "t")
-    assert pruner.report["stopped"] == "tolerance" and len(pruner.report["iterations"]) == 1
+    report = pruner(net, setup.job, "t").report
+    assert report["stopped"] == "tolerance" and len(report["iterations"]) == 1
     for key, value in before.items():
         assert torch.equal(net.state_dict()[key], value), key
-    assert all(v["achieved_sparsity"] == 0 for v in pruner.report["layers"].values())
+    assert all(v["achieved_sparsity"] == 0 for v in report["layers"].values())
 
 
 def task_path(net: GroupedNet, task: int) -> bool:
@@ -171,7 +171,7 @@ def test_heads_keep_outputs_tasks_keep_paths_costs_shrink(setup: SimpleNamespace
         net.layers["head"].weight[:5] = 0  # lo's head reads nothing: lo's own neurons score 0
     before = all_costs(net)
     pruner = fast(fraction=0.6, max_iterations=8, tolerance=1.0)
-    pruner(net, setup.job, "t")
+    report = pruner(net, setup.job, "t").report
     assert net.alive("head").all()
     assert torch.equal(net.mask("head").flatten(1).any(1), torch.ones(10, dtype=torch.bool))
     for task in (0, 1):
@@ -180,7 +180,7 @@ def test_heads_keep_outputs_tasks_keep_paths_costs_shrink(setup: SimpleNamespace
     for key, cost in before.items():
         assert after[key]["flops"] <= cost["flops"] and after[key]["params"] <= cost["params"], key
     assert after["lo+hi"]["flops"] < before["lo+hi"]["flops"]
-    assert pruner.report["stopped"] in ("nothing_to_cut", "max_iterations")
+    assert report["stopped"] in ("nothing_to_cut", "max_iterations")
     assert sum(int(net.alive(n).sum()) for n in net.names[:-1]) <= 6
 
 
@@ -188,8 +188,7 @@ def test_finetunes_between_cuts_and_reports(setup: SimpleNamespace) -> None:
     net = copy.deepcopy(setup.teacher)
     pruner = TaylorPruner(fraction=0.1, batches=2, finetune_epochs=1, max_iterations=2,
                           tolerance=1.0, final_epochs=1)
-    pruner(net, setup.job, "t")
-    report = pruner.report
+    report = pruner(net, setup.job, "t").report
     assert [it["iteration"] for it in report["iterations"]] == [1, 2]
     assert all(it["removed"] >= 1 and set(it["val_acc"]) == {"lo"} for it in report["iterations"])
     assert report["iterations"][1]["cost_all"] < report["iterations"][0]["cost_all"]
@@ -220,12 +219,12 @@ def test_broken_cut_is_halved_until_min_fraction(setup: SimpleNamespace) -> None
     net = copy.deepcopy(setup.teacher)
     base = accuracy(net, setup.tasks, setup.dm, "val")
     pruner = fast(fraction=0.6, min_fraction=0.1, max_iterations=12, tolerance=0.0)
-    pruner(net, setup.job, "t")
-    its = pruner.report["iterations"]
+    report = pruner(net, setup.job, "t").report
+    its = report["iterations"]
     assert any(it["rolled_back"] for it in its)
     for prev, nxt in itertools.pairwise(its):
         assert nxt["fraction"] == (prev["fraction"] / 2 if prev["rolled_back"] else prev["fraction"])
-    if pruner.report["stopped"] == "tolerance":
+    if report["stopped"] == "tolerance":
         assert its[-1]["rolled_back"] and its[-1]["fraction"] / 2 < 0.1 <= its[-1]["fraction"]
     final = accuracy(net, setup.tasks, setup.dm, "val")
     assert all(final[t] >= base[t] for t in base)  # tolerance 0: no kept cut may lose accuracy

@@ -1,8 +1,8 @@
 """What an algorithm (merger, pruner, finetuning) may use: never the job, its config or its folders.
 
 A `Context` holds the tasks and the data, trains a module (`fit`, the one training path), measures
-accuracy and draws fixed samples. Mergers are `(teachers, ctx) -> GroupedNet` and pruners
-`(net, ctx, tag) -> GroupedNet`; both leave what they found in their `report` attribute.
+accuracy and draws fixed samples. Mergers are `(teachers, ctx) -> Built` and pruners
+`(net, ctx, tag) -> Built`: the network and a report of what the algorithm found.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
@@ -34,10 +34,10 @@ class Context:
     root_dir: Path = Path(".")
 
     def fit(self, module: pl.LightningModule, epochs: int, callbacks: Sequence[Callback] = (),
-            resume_dir: Path | None = None) -> pl.Trainer:
-        """Train a module on the data for some epochs (see training.fit.fit)."""
+            resume_dir: Path | None = None, steps: int | None = None) -> pl.Trainer:
+        """Train a module on the data for some epochs or steps (see training.fit.fit)."""
         return training.fit(module, self.data, epochs, self.trainer, self.logger, self.root_dir,
-                            callbacks, resume_dir)
+                            callbacks, resume_dir, steps)
 
     def accuracy(self, net: GroupedNet, split: str = "val",
                  subset: Sequence[str] | None = None) -> dict[str, float]:
@@ -49,17 +49,32 @@ class Context:
         return self.data.sample(n, split, seed)
 
 
-class Merger(Protocol):
-    """Builds one grouped multitask network from single-task teachers (in task order)."""
+class Built(NamedTuple):
+    """What a merger or pruner returns: the network and a report of what it found (plain data)."""
 
+    net: GroupedNet
     report: dict[str, Any]
 
-    def __call__(self, teachers: Sequence[GroupedNet], ctx: Context) -> GroupedNet: ...
+
+class Merger(Protocol):
+    """Builds grouped multitask networks from single-task teachers.
+
+    `parts` says which tasks share one network (all of them for a real merger, one each for
+    merger=none). The merger is called once per part of two or more tasks, with that part's
+    teachers in task order; a part of one task is its teacher as it is.
+    """
+
+    def parts(self, tasks: Sequence[str]) -> list[list[str]]: ...
+
+    def __call__(self, teachers: Sequence[GroupedNet], ctx: Context) -> Built: ...
 
 
 class Pruner(Protocol):
-    """Prunes a network in place and returns it; `tag` prefixes its metric names."""
+    """Prunes a network in place and returns it with its report; `tag` prefixes its metric names."""
 
-    report: dict[str, Any]
+    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> Built: ...
 
-    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> GroupedNet: ...
+
+def together(tasks: Sequence[str]) -> list[list[str]]:
+    """All tasks in one network (every merger except merger=none)."""
+    return [list(tasks)]

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.export import Dim, ExportedProgram
 from torch.utils.flop_counter import FlopCounterMode
 
-from mergeprune.models.grouped import GroupedNet, all_subsets, subset_key
+from mergeprune.models.grouped import GroupedNet, all_subsets, pooled, subset_key
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,7 @@ class CompactNet(nn.Module):
         for blocks, pool in zip(self.hidden, self.pools, strict=True):
             outs = []
             for block in blocks:
-                y = F.relu(block(feats, x))
-                outs.append(F.max_pool2d(y, pool) if pool > 1 else y)
+                outs.append(pooled(F.relu(block(feats, x)), pool))
             feats = outs
         return tuple(head(feats, x) for head in self.heads)
 

@@ -48,7 +48,6 @@ class Job:
     tracker: RunLogger
     results: dict[str, Any]
     components: dict[str, Any] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def context(self) -> Context:
@@ -146,19 +145,16 @@ def _run(cfg: DictConfig, job_dir: Path, group: str | None,
     (job_dir / PAYLOAD_FILE).write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
     write_json(path, job.results)  # status: running, until the job ends one way or another
     start = time.perf_counter()
-    stage = stages[0]
+    clock = runners.Clock(job.results["timings_s"])
     try:
-        for stage in stages:
-            t0 = time.perf_counter()
-            runners.STAGE_RUNNERS[stage](job)
-            job.results["timings_s"][stage] = round(time.perf_counter() - t0, 3)
+        runners.run_stages(job, stages, clock)
         job.results["status"] = "ok"
         job.results["timings_s"]["total"] = round(time.perf_counter() - start, 3)
         write_json(path, job.results)
         remember_finished(cfg, job_dir, payload)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C (Lightning turns it into SystemExit)
         job.results["status"] = "interrupted"
-        job.results["error"] = (f"interrupted during stage {stage}; run the same command again to "
+        job.results["error"] = (f"interrupted during stage {clock.current}; run the same command again to "
                                 "continue (finished stages are cached)")
         raise JobInterrupted(f"{path}: {job.results['error']}") from None
     except Exception as err:

@@ -59,6 +59,12 @@ def assemble(teachers: Sequence[GroupedNet], sources: Sequence[Sequence[Source]]
     return net
 
 
+def alongside(nets: Sequence[GroupedNet]) -> GroupedNet:
+    """Single-task networks side by side in one grouped network: one group per task, no links."""
+    sources = side_by_side(nets)
+    return assemble(nets, sources, [[1 << k for k, _ in layer] for layer in sources])
+
+
 def _copy_block(dst: torch.Tensor, src: torch.Tensor, rows: torch.Tensor, orig_rows: torch.Tensor,
                 cols: torch.Tensor | None, orig_cols: torch.Tensor | None) -> None:
     """dst[rows, cols] = src[orig_rows, orig_cols] (all columns when cols is None)."""

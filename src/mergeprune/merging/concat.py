@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mergeprune.context import Context
+from mergeprune.context import Built, Context, together
 from mergeprune.merging.assemble import assemble, side_by_side
 from mergeprune.models.grouped import GroupedNet
 
@@ -20,9 +20,9 @@ class ConcatMerge:
     def __init__(self, name: str = "concat"):
         self.name = name
 
-    separate = False
+    parts = staticmethod(together)
 
-    def __call__(self, teachers: Sequence[GroupedNet], ctx: Context | None = None) -> GroupedNet:
+    def __call__(self, teachers: Sequence[GroupedNet], ctx: Context | None = None) -> Built:
         sources = side_by_side(teachers)
         full = (1 << len(teachers)) - 1
-        return assemble(teachers, sources, [[full] * len(layer) for layer in sources])
+        return Built(assemble(teachers, sources, [[full] * len(layer) for layer in sources]), {})

@@ -41,9 +41,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mergeprune.context import Context
+from mergeprune.context import Built, Context, together
 from mergeprune.errors import ConfigError, TrainingError
-from mergeprune.merging.assemble import assemble, side_by_side
+from mergeprune.merging.assemble import alongside
 from mergeprune.merging.mtz_rebuild import rebuild
 from mergeprune.merging.mtz_zip import (
     ZipPlan,
@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 class MtzMerger:
     """Zip the teachers' neurons layer by layer by Hessian-weighted weight similarity (MTZ)."""
 
-    separate = False
+    parts = staticmethod(together)
 
     def __init__(self, name: str = "mtz", share: float | Mapping[str, float] = 0.5,
                  retrain_steps: int = 100, lr: float = 1e-3, hessian_samples: int = 512,
@@ -85,13 +85,11 @@ class MtzMerger:
             raise ConfigError(f"merger.seed={seed}; allowed: an integer")
         self.retrain_steps, self.lr = retrain_steps, float(lr)
         self.hessian_samples, self.damping, self.seed = hessian_samples, float(damping), seed
-        self.report: dict[str, Any] = {}
 
-    def __call__(self, teachers: Sequence[GroupedNet], ctx: Context) -> GroupedNet:
+    def __call__(self, teachers: Sequence[GroupedNet], ctx: Context) -> Built:
         """The zipped network of the teachers (teachers[k] is the teacher of ctx.tasks[k])."""
         start = time.perf_counter()
-        sources = side_by_side(teachers)
-        net = assemble(teachers, sources, [[1 << k for k, _ in layer] for layer in sources])
+        net = alongside(teachers)
         shares = self._layer_shares(net.names[:-1])
         x, targets = ctx.sample(self.hessian_samples, "train", seed=self.seed)
         valid = [_labelled(t) for t in targets[: len(teachers)]]
@@ -111,8 +109,7 @@ class MtzMerger:
             log.info(f"merge/mtz: {name} zipped {len(plan.pairs)}/{width} pairs, mean pair cost "
                   f"{mean_cost:.4g}, retrain loss {loss_txt} ({self.retrain_steps} steps)")
         net.eval()
-        self.report = {"layers": layers, "seconds": time.perf_counter() - start}
-        return net
+        return Built(net, {"layers": layers, "seconds": time.perf_counter() - start})
 
     def _layer_shares(self, names: Sequence[str]) -> dict[str, float]:
         """The share of every hidden layer (layers missing from a per-layer map share nothing)."""

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from mergeprune.models.grouped import GroupedNet
@@ -33,12 +32,7 @@ class ZipPlan:
 @torch.no_grad()
 def layer_input(net: GroupedNet, idx: int, x: Tensor) -> Tensor:
     """The input of layer idx (activations of the layer below after ReLU and pooling)."""
-    for sp, name in zip(net.layer_specs[:idx], net.names[:idx], strict=True):
-        layer = net.layers[name]
-        x = F.relu(layer(x) if sp.kind == "conv" else layer(x.flatten(1)))
-        if sp.pool > 1:
-            x = F.max_pool2d(x, sp.pool)
-    return x
+    return net.hidden_outputs(x, idx)[-1][1] if idx > 0 else x
 
 
 def layer_hessian(feats: Tensor, conv: bool) -> Tensor:

@@ -1,26 +1,31 @@
-"""merger=none: the teachers side by side, one group per task and no links between them.
+"""merger=none: no merging; every teacher is pruned and finetuned on its own.
 
-This is the papers' no-merging baseline: cost(S) is the sum of the teachers' costs over S, and
-each task's outputs equal its teacher's.
+This is the papers' no-merging baseline. Each task is its own part (`parts`), so the pipeline
+never calls the merger and carries the teachers through the stages one by one; at evaluation the
+parts are placed side by side (`alongside`): cost(S) is the sum of the parts' costs over S, and
+each task's outputs are its own part's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mergeprune.context import Context
-from mergeprune.merging.assemble import assemble, side_by_side
+from mergeprune.context import Built, Context
+from mergeprune.merging.assemble import alongside
 from mergeprune.models.grouped import GroupedNet
 
 
 class NoMerge:
-    """Place the teachers side by side."""
+    """Keep every teacher apart: one part per task."""
 
     def __init__(self, name: str = "none"):
         self.name = name
 
-    separate = True  # with no merging, prune and finetune each teacher separately
+    @staticmethod
+    def parts(tasks: Sequence[str]) -> list[list[str]]:
+        """One part per task."""
+        return [[t] for t in tasks]
 
-    def __call__(self, teachers: Sequence[GroupedNet], ctx: Context | None = None) -> GroupedNet:
-        sources = side_by_side(teachers)
-        return assemble(teachers, sources, [[1 << k for k, _ in layer] for layer in sources])
+    def __call__(self, teachers: Sequence[GroupedNet], ctx: Context | None = None) -> Built:
+        """The teachers side by side with no links (what the parts make together at evaluation)."""
+        return Built(alongside(teachers), {})

@@ -39,13 +39,13 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from mergeprune.context import Context
+from mergeprune.context import Built, Context, together
 from mergeprune.errors import ConfigError, check_choice, check_int, check_number
 from mergeprune.merging.assemble import Source, assemble
 from mergeprune.merging.mi import Labels, task_labels
@@ -69,10 +69,21 @@ GROUPINGS = ("star", "subsets")
 CLOSURES = ("widen", "narrow", "cut")
 
 
+@dataclass
+class PamPlan:
+    """PAM's decision before the network is assembled."""
+
+    sets: list[Tensor]  # per hidden layer: the task set (bitmask) of every teacher neuron, 0 = dropped
+    sources: list[list[Source]]  # per hidden layer: (teacher, neuron) of each kept neuron
+    means: list[list[Tensor]]  # per teacher, per hidden layer: batch-mean output (bias compensation)
+    layers: dict[str, dict[str, Any]]  # per layer: what the regrouping found
+    started: float  # perf_counter when planning began (the report's seconds)
+
+
 class PamMerger:
     """Regroup the teachers' neurons by their mutual information with each task."""
 
-    separate = False
+    parts = staticmethod(together)
 
     def __init__(self, name: str = "pam", *, alpha_conv: float, alpha_fc: float, sigma2: float = 0.1,
                  samples: int = 128, grouping: str = "star", layers: Sequence[str] | None = None,
@@ -91,12 +102,15 @@ class PamMerger:
             raise ConfigError(f"merger.layers={layers}; allowed: null (all hidden layers) or a list of layer names")
         self.layers = None if layers is None else list(layers)
         self.seed, self.compensate, self.relative = int(seed), bool(compensate), bool(relative)
-        self.report: dict[str, Any] = {}
-        self.sources: list[list[Source]] = []  # per hidden layer: (teacher, neuron) of each kept neuron
 
     @torch.no_grad()
-    def __call__(self, teachers: Sequence[GroupedNet], ctx: Context) -> GroupedNet:
+    def __call__(self, teachers: Sequence[GroupedNet], ctx: Context) -> Built:
         """Merge single-task teachers (same architecture, one per task of ctx.data) into a grouped net."""
+        return self.build(teachers, self.plan(teachers, ctx))
+
+    @torch.no_grad()
+    def plan(self, teachers: Sequence[GroupedNet], ctx: Context) -> PamPlan:
+        """Which task set every teacher neuron gets (0: dropped), after the closure."""
         start = time.perf_counter()
         names = list(teachers[0].names[:-1])
         regroup = self._regrouped(names)
@@ -118,18 +132,26 @@ class PamMerger:
             widen(sets, owners, links)
         elif self.closure == "narrow":
             narrow(sets, owners, links)
-        self.sources = [kept_sources(s, o) for s, o in zip(sets, owners, strict=True)]
-        net = assemble(teachers, self.sources, [s[s != 0].tolist() for s in sets])
+        sources = [kept_sources(s, o) for s, o in zip(sets, owners, strict=True)]
+        return PamPlan(sets, sources, list(means), report, start)
+
+    @torch.no_grad()
+    def build(self, teachers: Sequence[GroupedNet], plan: PamPlan) -> Built:
+        """The grouped network a plan describes (biases compensated if configured) and its report."""
+        names = list(teachers[0].names[:-1])
+        tasks = [t.tasks[0] for t in teachers]
+        net = assemble(teachers, plan.sources, [s[s != 0].tolist() for s in plan.sets])
         if self.compensate:
-            compensate_biases(net, teachers, self.sources, means)
-        for name, s in zip(names, sets, strict=True):
+            compensate_biases(net, teachers, plan.sources, plan.means)
+        report = plan.layers
+        for name, s in zip(names, plan.sets, strict=True):
             report[name]["dropped"] = int((s == 0).sum())
             report[name]["groups"] = _counts(s, tasks)
-        self.report = {"layers": report, "closure": self.closure, "grouping": self.grouping,
-                       "seconds": round(time.perf_counter() - start, 3)}
+        summary = {"layers": report, "closure": self.closure, "grouping": self.grouping,
+                   "seconds": round(time.perf_counter() - plan.started, 3)}
         log.info(f"pam: after closure={self.closure}: " + "; ".join(
             f"{n} dropped {r['dropped']} groups {r['groups']}" for n, r in report.items()))
-        return net
+        return Built(net, summary)
 
     def _regroup_layer(self, name: str, pool: Tensor, owner: Tensor, labels: Sequence[Labels],
                        tasks: Sequence[str], alpha: float, regroup: bool) -> tuple[Tensor, dict[str, Any]]:
@@ -204,15 +226,6 @@ def _counts(sets: Tensor, tasks: Sequence[str]) -> dict[str, int]:
 def teacher_activations(net: GroupedNet, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
     """Per hidden layer: activations [B, width] (conv: global max after ReLU) and the batch-mean output."""
     net.eval()
-    acts, means = [], []
-    h = x
-    for sp, name in zip(net.layer_specs[:-1], net.names[:-1], strict=True):
-        layer = net.layers[name]
-        w = layer.weight * net.mask(name)
-        h = F.relu(F.conv2d(h, w, layer.bias, padding=sp.padding) if sp.kind == "conv"
-                   else F.linear(h.flatten(1), w, layer.bias))
-        acts.append(h.amax(dim=(2, 3)) if h.dim() == 4 else h)
-        if sp.kind == "conv" and sp.pool > 1:
-            h = F.max_pool2d(h, sp.pool)
-        means.append(h.mean(0))
-    return acts, means
+    taps = net.hidden_outputs(x)
+    acts = [relu.amax(dim=(2, 3)) if relu.dim() == 4 else relu for relu, _ in taps]
+    return acts, [out.mean(0) for _, out in taps]

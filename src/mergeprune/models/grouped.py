@@ -35,16 +35,26 @@ def all_subsets(n_tasks: int) -> list[int]:
     return sorted(range(1, 1 << n_tasks), key=lambda b: (bin(b).count("1"), b))
 
 
-def run_layers(x: Tensor, specs: Sequence[LayerSpec], weights: Sequence[Tensor],
-               biases: Sequence[Tensor]) -> Tensor:
-    """Forward through conv/linear layers with ReLU and pooling between them; the last layer is linear output."""
-    last = len(specs) - 1
+def pooled(x: Tensor, pool: int) -> Tensor:
+    """Max pooling by `pool` (none when pool is 1)."""
+    return F.max_pool2d(x, pool) if pool > 1 else x
+
+
+def run_layers(x: Tensor, specs: Sequence[LayerSpec], weights: Sequence[Tensor], biases: Sequence[Tensor],
+               taps: list[tuple[Tensor, Tensor]] | None = None, head: bool = True) -> Tensor:
+    """The forward pass of every network here: conv/linear layers with ReLU and pooling between them.
+
+    With `head` the last layer is the linear output (no ReLU); `taps` collects every hidden layer's
+    (output after ReLU, output after pooling).
+    """
     for i, (sp, w, b) in enumerate(zip(specs, weights, biases, strict=True)):
         x = F.conv2d(x, w, b, padding=sp.padding) if sp.kind == "conv" else F.linear(x.flatten(1), w, b)
-        if i < last:
-            x = F.relu(x)
-            if sp.pool > 1:
-                x = F.max_pool2d(x, sp.pool)
+        if head and i == len(specs) - 1:
+            break
+        relu = F.relu(x)
+        x = pooled(relu, sp.pool)
+        if taps is not None:
+            taps.append((relu, x))
     return x
 
 
@@ -183,6 +193,14 @@ class GroupedNet(nn.Module):
         ws, bs = self.sliced_parameters(bits, alive_only=False)
         out = run_layers(x, self.layer_specs, ws, bs)
         return split_heads(out, [t for i, t in enumerate(self.tasks) if bits >> i & 1], self.n_outputs)
+
+    def hidden_outputs(self, x: Tensor, layers: int | None = None) -> list[tuple[Tensor, Tensor]]:
+        """(output after ReLU, output after pooling) of the first `layers` hidden layers (default all)."""
+        n = len(self.names) - 1 if layers is None else layers
+        names, taps = self.names[:n], []
+        run_layers(x, self.layer_specs[:n], [self.layers[m].weight for m in names],
+                   [self.layers[m].bias for m in names], taps, head=False)
+        return taps
 
     def neuron_index(self, bits: int, alive_only: bool) -> list[Tensor]:
         """Per layer, the neurons computed for a subset (optionally only the unpruned ones)."""

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mergeprune.context import Context
+from mergeprune.context import Built, Context
 from mergeprune.errors import check_choice, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.pruning.knobs import check_optimizer
@@ -230,13 +230,12 @@ class AdmmPruner:
                                      retrain_optimizer)
         self.granularity = self.settings.granularity
         self.budget = Budget(keep, target_compression, proportions)
-        self.report: dict[str, Any] = {}
 
-    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> GroupedNet:
-        """Prune net in place to the budget with ADMM, retrain it, and fill self.report."""
+    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> Built:
+        """Prune net in place to the budget with ADMM, retrain it; return it with its report."""
         ratios = self.budget.ratios(net, self.granularity)
         counts = self.budget.counts(net, self.granularity)
         stage = admm_stage(net, ctx, tag, counts, self.settings)
-        self.report = sparsity_report(net, ratios, self.granularity) | {
+        report = sparsity_report(net, ratios, self.granularity) | {
             "method": "admm", "admm": stage, "settings": self.settings.describe()}
-        return net
+        return Built(net, report)

@@ -17,7 +17,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mergeprune.context import Context
+from mergeprune.context import Built, Context
 from mergeprune.errors import ConfigError, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.pruning.admm import AdmmSettings, admm_stage
@@ -43,10 +43,9 @@ class ProgressiveAdmmPruner:
         self.granularity = self.settings.granularity
         self.budgets = ladder(plain(targets), plain(stages), plain(proportions))
         self.pool_size = check_int(pool_size, "pruner.pool_size", 1)
-        self.report: dict[str, Any] = {}
 
-    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> GroupedNet:
-        """Prune net in place along the ladder, retraining after every stage; fill self.report."""
+    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> Built:
+        """Prune net in place along the ladder, retraining after every stage; return it with its report."""
         dense = copy.deepcopy(net)
         pool: list[GroupedNet] = []
         history: list[dict[str, Any]] = []
@@ -69,10 +68,10 @@ class ProgressiveAdmmPruner:
                             "ratios": budget.ratios(net, self.granularity), **info})
         net.load_state_dict(best.state_dict())
         ratios = self.budgets[-1].ratios(net, self.granularity)
-        self.report = sparsity_report(net, ratios, self.granularity) | {
+        report = sparsity_report(net, ratios, self.granularity) | {
             "method": "admm_progressive", "stages": history, "pool_size": self.pool_size,
             "settings": self.settings.describe()}
-        return net
+        return Built(net, report)
 
 
 def ladder(targets: Any, stages: Any, proportions: Any) -> list[Budget]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from mergeprune.context import Context
+from mergeprune.context import Built, Context
 from mergeprune.errors import ConfigError, check_choice, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.pruning.admm import mean_accuracy
@@ -66,10 +66,9 @@ class MagnitudePruner:
         if self.initial_sparsity >= 1.0:
             raise ConfigError(f"pruner.initial_sparsity={initial_sparsity}; allowed: 0 <= value < 1")
         self.optimizer = check_optimizer(optimizer or {"name": "adam", "lr": 1e-3}, "pruner.optimizer")
-        self.report: dict[str, Any] = {}
 
-    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> GroupedNet:
-        """Prune net in place with the configured schedule and retrain it; fill self.report."""
+    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> Built:
+        """Prune net in place with the configured schedule and retrain it; return it with its report."""
         ratios = self.budget.ratios(net, self.granularity)
         counts = self.budget.counts(net, self.granularity)
         if self.scope == "global":  # only the total is requested; layers share it
@@ -88,10 +87,10 @@ class MagnitudePruner:
                         f"{tag}/gradual", callbacks=[callback])
             self.prune_to(net, counts)  # exact budget even if the ramp ended between updates
             rounds = [self.snapshot(net, ctx) | {"mask_updates": callback.updates}]
-        self.report = sparsity_report(net, ratios, self.granularity) | {
+        report = sparsity_report(net, ratios, self.granularity) | {
             "method": "magnitude", "schedule": self.schedule, "scope": self.scope,
             "budget": counts, "rounds": rounds}
-        return net
+        return Built(net, report)
 
     def iterate(self, net: GroupedNet, ctx: Context, tag: str,
                 counts: Mapping[str, int]) -> list[dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mergeprune.context import Context
+from mergeprune.context import Built, Context
 from mergeprune.models.grouped import GroupedNet
 
 
@@ -12,5 +12,6 @@ class NoPruner:
     def __init__(self, name: str = "none", granularity: str = "unstructured"):
         self.name, self.granularity = name, granularity
 
-    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> GroupedNet:
-        return net
+    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> Built:
+        """The network as it is, with an empty report."""
+        return Built(net, {})

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mergeprune.context import Context
+from mergeprune.context import Built, Context
 from mergeprune.cost import subset_cost
 from mergeprune.errors import ConfigError, check_choice, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
@@ -80,10 +80,9 @@ class TaylorPruner:
         self.optimizer = check_choice(optimizer, "pruner.optimizer", OPTIMIZERS)
         self.batch_size = None if batch_size is None else check_int(batch_size, "pruner.batch_size", 1)
         self.name = name
-        self.report: dict[str, Any] = {}
 
     # ----- the loop --------------------------------------------------------------------------------
-    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> GroupedNet:
+    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> Built:
         """Prune net in place until the accuracy tolerance or max_iterations stops it; return it."""
         hidden = net.names[:-1]
         start_live = {n: int(net.alive(n).sum()) for n in hidden}
@@ -122,7 +121,7 @@ class TaylorPruner:
                     break
         if self.final_epochs > 0:
             self._finetune(net, ctx, self.final_epochs, f"{tag}/taylor_final")
-        self.report = {
+        report = {
             "layers": {n: {"requested_sparsity": None,
                            "achieved_sparsity": 1 - int(net.alive(n).sum()) / max(start_live[n], 1)}
                        for n in hidden},
@@ -131,8 +130,8 @@ class TaylorPruner:
             "cost_all": subset_cost(net, net.full_set)["flops"],
         }
         log.info(f"{tag}: taylor stopped ({stopped}) after {len(iterations)} iterations, "
-              f"live {_fmt_live(net)}, flops(all) {self.report['cost_all']:,}")
-        return net
+              f"live {_fmt_live(net)}, flops(all) {report['cost_all']:,}")
+        return Built(net, report)
 
     def importance(self, net: GroupedNet, ctx: Context, seed: int = 0) -> dict[str, Tensor]:
         """|dL/dg| of every hidden neuron, averaged over `batches` fixed random training minibatches."""

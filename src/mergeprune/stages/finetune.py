@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mergeprune.context import Context
+from mergeprune.context import Built, Context
 from mergeprune.errors import ConfigError
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.training.module import MultiTaskModule
@@ -35,7 +35,7 @@ class Finetune:
         self.task_weights = _plain(task_weights or {})
 
     def __call__(self, net: GroupedNet, ctx: Context, teachers: Mapping[str, GroupedNet], tag: str,
-                 epochs: int | None = None, resume_dir: Path | None = None) -> GroupedNet:
+                 epochs: int | None = None, resume_dir: Path | None = None) -> Built:
         """Train net in place for the configured epochs (or `epochs`); resume_dir keeps a killed run's state."""
         n_epochs = self.epochs if epochs is None else epochs
         module = MultiTaskModule(net, ctx.tasks, self.optimizer, n_epochs, stage=tag,
@@ -44,7 +44,7 @@ class Finetune:
                                  alternate=self.alternate)
         ctx.fit(module, n_epochs, resume_dir=resume_dir)
         net.apply_masks()
-        return net
+        return Built(net, {})
 
 
 def _plain(node: Any) -> dict[str, Any]:

@@ -1,10 +1,13 @@
-"""What each stage does to a job, and what a job publishes to its tracker at the end.
+"""The stages in order, each handing its result to the next; what a job publishes at the end.
 
-Stages hand networks to each other through ``job.state`` and cache their outputs under keys that
-chain: teachers -> merge (teachers + merger) -> prune (+ pruner) -> finetune (+ finetune). With
-``merger=none`` every teacher is pruned and finetuned separately (the papers' no-merging baseline)
-and the parts are placed side by side afterwards. A skipped prune or finetune stage leaves the
-network as it is; teachers and merge always run when a later stage needs them (cached, so cheap).
+The teachers come first; the merge turns them into `Part`s, the networks the job carries (each
+with the tasks it serves and its cache key). The merger's `parts` says which tasks share one
+network: all of them for a real merger, one each for merger=none (the papers' no-merging
+baseline: every teacher pruned and finetuned on its own and placed side by side at evaluation).
+A part of one task is its teacher as it is. Every stage caches its output under a key that
+chains: teachers -> merge (teachers + merger) -> prune (+ pruner) -> finetune (+ finetune). A
+skipped prune or finetune stage leaves the parts as they are; teachers and merge always run when
+a later stage needs them (cached, so cheap).
 """
 
 from __future__ import annotations
@@ -12,36 +15,82 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from mergeprune.cache import cache_key
+from mergeprune.config_check import STAGES
+from mergeprune.context import Built
 from mergeprune.cost import group_sizes
+from mergeprune.errors import ConfigError
+from mergeprune.merging.assemble import alongside
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.seeding import seed_all, stage_seed
-from mergeprune.stages.teachers import teacher_payload, train_teachers
+from mergeprune.stages.teachers import Teacher, train_teachers
 
 log = logging.getLogger(__name__)
 
 
-def run_teachers(job: Any) -> None:
-    """Train or reuse the teachers and record their accuracy and cost."""
-    if "teachers" in job.state:
+@dataclass
+class Part:
+    """One network the job carries between stages: the tasks it serves and its cache key."""
+
+    tasks: list[str]
+    net: GroupedNet
+    key: str
+
+    @property
+    def name(self) -> str:
+        """The part's subset key (`lo+hi`; a task's name for a part of one task)."""
+        return "+".join(self.tasks)
+
+
+class Clock:
+    """Times every stage into `timings` and remembers the one running (for interruptions)."""
+
+    def __init__(self, timings: dict[str, float]):
+        self.timings, self.current = timings, ""
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        """Time one stage."""
+        self.current, start = stage, time.perf_counter()
+        yield
+        self.timings[stage] = round(time.perf_counter() - start, 3)
+
+
+def run_stages(job: Any, stages: Sequence[str], clock: Clock) -> None:
+    """Run the requested stages in order, and teachers and merge whenever a later stage needs them."""
+    with clock("teachers"):
+        teachers = run_teachers(job)
+    if max(STAGES.index(s) for s in stages) == 0:
         return
+    with clock("merge"):
+        parts = run_merge(job, teachers)
+    if "prune" in stages:
+        with clock("prune"):
+            parts = run_prune(job, parts)
+    if "finetune" in stages:
+        with clock("finetune"):
+            parts = run_finetune(job, parts, teachers)
+    if "evaluate" in stages:
+        with clock("evaluate"):
+            run_evaluate(job, parts)
+
+
+def run_teachers(job: Any) -> dict[str, Teacher]:
+    """Train or reuse the teachers and record their accuracy and cost."""
     teachers = train_teachers(job)
-    job.state["teachers"] = teachers
-    job.state["keys"] = {"teachers": [cache_key(teacher_payload(job, t.name)) for t in job.tasks]}
     for name, teacher in teachers.items():
         job.results["teachers"][name] = {"accuracy": teacher.accuracy, "flops": teacher.cost["flops"],
                                          "params": teacher.cost["params"], "reused": teacher.reused}
-
-
-def _teacher_nets(job: Any) -> list[GroupedNet]:
-    """Copies of the teachers in task order (stages modify networks in place)."""
-    return [copy.deepcopy(job.state["teachers"][t.name].net) for t in job.tasks]
+    return teachers
 
 
 def _cfg(node: Any) -> Any:
@@ -50,7 +99,7 @@ def _cfg(node: Any) -> Any:
 
 
 def _cached_net(job: Any, stage: str, payload: dict[str, Any],
-                make: Callable[[str], tuple[GroupedNet, dict[str, Any]]]) -> tuple[GroupedNet, dict, str]:
+                make: Callable[[str], Built]) -> tuple[GroupedNet, dict, str]:
     """Build a network with make(key) unless cached; returns (net, report, key).
 
     The stage is seeded from the job seed and its key first, so what it builds depends on the key
@@ -73,112 +122,72 @@ def _cached_net(job: Any, stage: str, payload: dict[str, Any],
     return net, report, key
 
 
-def run_merge(job: Any) -> None:
-    """Merge the teachers (merger=none defers the side-by-side assembly until after pruning)."""
-    run_teachers(job)
+def run_merge(job: Any, teachers: dict[str, Teacher]) -> list[Part]:
+    """The merger's parts: a copy of the teacher for a part of one task, else the merged network."""
     merger = job.components["merger"]
-    if getattr(merger, "separate", False):
-        job.state["parts"] = dict(zip([t.name for t in job.tasks], _teacher_nets(job), strict=True))
-        job.state["keys"]["merge"] = job.state["keys"]["teachers"]
-        return
-    payload = {"teachers": job.state["keys"]["teachers"], "merger": _cfg(job.cfg.merger)}
-
-    def make(key: str) -> tuple[GroupedNet, dict[str, Any]]:
-        net = merger(_teacher_nets(job), job.context)
-        return net, getattr(merger, "report", {})
-
-    net, report, key = _cached_net(job, "merge", payload, make)
-    job.state["net"], job.state["keys"]["merge"] = net, key
-    job.results["merge"] = report
-    job.results["groups_merged"] = group_sizes(net)
-
-
-def _ensure_merged(job: Any) -> None:
-    """Run the merge stage if a later stage needs it and it has not run."""
-    if "keys" not in job.state or "merge" not in job.state["keys"]:
-        run_merge(job)
+    names = [t.name for t in job.tasks]
+    parts = []
+    for tasks in merger.parts(names):
+        if len(tasks) == 1:
+            parts.append(Part(list(tasks), copy.deepcopy(teachers[tasks[0]].net), teachers[tasks[0]].key))
+            continue
+        if list(tasks) != names:
+            raise ConfigError(f"merger {job.cfg.merger.name}: a merged part must hold every task "
+                              f"({'+'.join(names)}), got {'+'.join(tasks)}")
+        payload = {"teachers": [teachers[t].key for t in tasks], "merger": _cfg(job.cfg.merger)}
+        net, report, key = _cached_net(job, "merge", payload, lambda key, tasks=tasks: merger(
+            [copy.deepcopy(teachers[t].net) for t in tasks], job.context))
+        parts.append(Part(list(tasks), net, key))
+        job.results["merge"] = report
+        job.results["groups_merged"] = group_sizes(net)
+    return parts
 
 
-def _per_part(job: Any, stage: str, component: Any, cfg_node: Any,
-              apply: Callable[[GroupedNet, str | None, str], GroupedNet]) -> None:
-    """Apply a prune/finetune step to the network, or to every teacher separately with merger=none."""
-    prev_key = job.state["keys"]["merge" if stage == "prune" else "prune"]
-    if "parts" in job.state:
-        keys, reports = [], {}
-        for i, (name, net) in enumerate(job.state["parts"].items()):
-            payload = {"input": prev_key[i], stage: _cfg(cfg_node), "seed": int(job.cfg.seed)}
-            part, report, key = _cached_net(
-                job, stage, payload,
-                lambda key, net=net, name=name: (apply(net, name, key), _report(component)))
-            job.state["parts"][name] = part
-            keys.append(key)
-            reports[name] = report
-        job.state["keys"][stage] = keys
-        job.results[stage if stage != "prune" else "pruning"] = reports
-        return
-    payload = {"input": prev_key, stage: _cfg(cfg_node), "seed": int(job.cfg.seed)}
-    net, report, key = _cached_net(
-        job, stage, payload, lambda key: (apply(job.state["net"], None, key), _report(component)))
-    job.state["net"], job.state["keys"][stage] = net, key
-    job.results[stage if stage != "prune" else "pruning"] = report
+def _each_part(job: Any, stage: str, parts: list[Part], cfg_node: Any,
+               apply: Callable[[Part, str, str], Built]) -> list[Part]:
+    """apply(part, tag, key) to every part, cached; one report, or one per part when there are several."""
+    out, reports = [], {}
+    for part in parts:
+        payload = {"input": part.key, stage: _cfg(cfg_node), "seed": int(job.cfg.seed)}
+        tag = stage if len(parts) == 1 else f"{stage}/{part.name}"
+        net, report, key = _cached_net(job, stage, payload,
+                                       lambda key, part=part, tag=tag: apply(part, tag, key))
+        out.append(Part(part.tasks, net, key))
+        reports[part.name] = report
+    job.results["pruning" if stage == "prune" else stage] = (
+        reports[parts[0].name] if len(parts) == 1 else reports)
+    return out
 
 
-def _report(component: Any) -> dict[str, Any]:
-    """The report a component left after running (empty if none)."""
-    return dict(getattr(component, "report", {}) or {})
-
-
-def run_prune(job: Any) -> None:
-    """Prune the merged network, or each teacher separately with merger=none."""
-    _ensure_merged(job)
+def run_prune(job: Any, parts: list[Part]) -> list[Part]:
+    """Prune every part (the merged network, or each teacher with merger=none)."""
     pruner = job.components["pruner"]
-
-    def apply(net: GroupedNet, part: str | None, key: str) -> GroupedNet:
-        return pruner(net, job.context, f"prune/{part}" if part else "prune")
-
-    _per_part(job, "prune", pruner, job.cfg.pruner, apply)
+    return _each_part(job, "prune", parts, job.cfg.pruner,
+                      lambda part, tag, key: pruner(part.net, job.context, tag))
 
 
-def run_finetune(job: Any) -> None:
-    """Masked retraining of the pruned network(s), distilling from the teachers if configured."""
-    _ensure_merged(job)
-    if "prune" not in job.state["keys"]:
-        job.state["keys"]["prune"] = job.state["keys"]["merge"]
+def run_finetune(job: Any, parts: list[Part], teachers: dict[str, Teacher]) -> list[Part]:
+    """Masked retraining of every part, distilling from its tasks' teachers if configured."""
     finetune = job.components["finetune"]
-    teachers = {name: t.net for name, t in job.state["teachers"].items()}
 
-    def apply(net: GroupedNet, part: str | None, key: str) -> GroupedNet:
-        mine = {part: teachers[part]} if part else teachers
-        return finetune(net, job.context, mine, f"finetune/{part}" if part else "finetune",
+    def apply(part: Part, tag: str, key: str) -> Built:
+        mine = {t: teachers[t].net for t in part.tasks}
+        return finetune(part.net, job.context, mine, tag,
                         resume_dir=job.cache.root / "partial" / "finetune" / key)
 
-    _per_part(job, "finetune", finetune, job.cfg.finetune, apply)
+    return _each_part(job, "finetune", parts, job.cfg.finetune, apply)
 
 
-def final_network(job: Any) -> GroupedNet:
-    """The job's network after the stages that ran (parts placed side by side for merger=none)."""
-    _ensure_merged(job)
-    if "parts" in job.state:
-        from mergeprune.merging.none import NoMerge
-
-        return NoMerge()([job.state["parts"][t.name] for t in job.tasks])
-    return job.state["net"]
+def final_network(parts: Sequence[Part]) -> GroupedNet:
+    """The job's network: its one part, or the parts (one task each) side by side."""
+    return parts[0].net if len(parts) == 1 else alongside([p.net for p in parts])
 
 
-def run_evaluate(job: Any) -> None:
+def run_evaluate(job: Any, parts: Sequence[Part]) -> None:
     """Accuracy per task, cost of every subset, group sizes, compression, compact export."""
     from mergeprune.stages.evaluate import evaluate
 
-    evaluate(job, final_network(job))
-
-
-STAGE_RUNNERS: dict[str, Callable[[Any], None]] = {
-    "teachers": run_teachers,
-    "merge": run_merge,
-    "prune": run_prune,
-    "finetune": run_finetune,
-    "evaluate": run_evaluate,
-}
+    evaluate(job, final_network(parts))
 
 
 def publish(job: Any) -> None:

@@ -31,6 +31,7 @@ class Teacher:
     cost: dict[str, int]  # flops, params, ... of the teacher alone
     path: Path
     reused: bool
+    key: str  # its cache key (what the stages after it chain onto)
 
 
 def data_identity(dataset_cfg: Any) -> dict[str, Any]:
@@ -74,11 +75,12 @@ def train_teachers(job: Any) -> dict[str, Teacher]:
 
         payload = teacher_payload(job, task.name)
         (net, info), reused = job.cache.get_or_build("teachers", payload, build, load)
-        folder = job.cache.entry("teachers", cache_key(payload))
+        key = cache_key(payload)
+        folder = job.cache.entry("teachers", key)
         if reused:
             log.info(f"teachers: reusing cached teacher '{task.name}' "
                   f"(test acc {info['accuracy']:.4f}) from {folder}")
-        teachers[task.name] = Teacher(task.name, net, info["accuracy"], info["cost"], folder, reused)
+        teachers[task.name] = Teacher(task.name, net, info["accuracy"], info["cost"], folder, reused, key)
     return teachers
 
 

@@ -36,19 +36,22 @@ NOT_TRAINER_ARGS = ("progress_bar", "process_group_backend", "strategy")
 
 
 def make_trainer(trainer_cfg: Mapping[str, Any], epochs: int, logger: Logger | bool,
-                 root_dir: str | Path, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
+                 root_dir: str | Path, callbacks: Sequence[Callback] = (),
+                 steps: int | None = None) -> pl.Trainer:
     """A Lightning Trainer for one training phase, instantiated from the `trainer` config node.
 
     The node's keys are Trainer arguments (`_target_` defaults to pytorch_lightning.Trainer), plus
     `progress_bar` and, for DDP, `process_group_backend`; what a phase needs besides (epochs, the
-    logger, callbacks, no checkpoints or sanity checks) is added here. The only Trainer built.
+    logger, callbacks, no checkpoints or sanity checks) is added here. With `steps`, training stops
+    after that many optimizer steps, however many epochs it takes. The only Trainer built.
     """
     plain = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) \
         else dict(trainer_cfg)
     node = {"_target_": "pytorch_lightning.Trainer", "accelerator": "cpu", "devices": 1,
             "num_nodes": 1, "precision": "32-true", "log_every_n_steps": 10}
     node |= {k: v for k, v in plain.items() if k not in NOT_TRAINER_ARGS}
-    return instantiate(node, max_epochs=epochs, strategy=_strategy(plain), logger=logger,
+    length = {"max_epochs": epochs} if steps is None else {"max_epochs": -1, "max_steps": steps}
+    return instantiate(node, **length, strategy=_strategy(plain), logger=logger,
                        callbacks=list(callbacks), enable_checkpointing=False,
                        enable_model_summary=False, num_sanity_val_steps=0,
                        enable_progress_bar=bool(plain.get("progress_bar", True)),
@@ -85,8 +88,12 @@ class EpochCheckpoint(Callback):
 
 def fit(module: pl.LightningModule, datamodule: MultiTaskDataModule, epochs: int,
         trainer_cfg: Mapping[str, Any], logger: Logger | bool, root_dir: str | Path,
-        callbacks: Sequence[Callback] = (), resume_dir: Path | None = None) -> pl.Trainer:
-    """Train a module for some epochs (no-op for 0 epochs); with resume_dir, continue a killed run."""
+        callbacks: Sequence[Callback] = (), resume_dir: Path | None = None,
+        steps: int | None = None) -> pl.Trainer:
+    """Train a module for some epochs, or `steps` optimizer steps (no-op for 0 of them).
+
+    With resume_dir, a killed run continues from its last finished epoch.
+    """
     callbacks = list(callbacks)
     datamodule.shuffle_seed = draw_seed()  # the data order of this phase, fixed by the stage's seed
     ckpt_path = None
@@ -97,8 +104,8 @@ def fit(module: pl.LightningModule, datamodule: MultiTaskDataModule, epochs: int
         if epoch is not None:
             log.info("resuming from the checkpoint after epoch %d of %d (%s)", epoch + 1, epochs, last)
             ckpt_path = str(last)
-    trainer = make_trainer(trainer_cfg, epochs, logger, root_dir, callbacks)
-    if epochs > 0:
+    trainer = make_trainer(trainer_cfg, epochs, logger, root_dir, callbacks, steps)
+    if (epochs if steps is None else steps) > 0:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if resume_dir is not None and Path(resume_dir).exists():
         shutil.rmtree(resume_dir, ignore_errors=True)  # finished: the partial state is no longer needed
