@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from mergeprune.context import Built, Context, together
-from mergeprune.errors import ConfigError, TrainingError
+from mergeprune.errors import ConfigError
 from mergeprune.merging.assemble import alongside
 from mergeprune.merging.mtz_rebuild import rebuild
 from mergeprune.merging.mtz_zip import (
@@ -146,28 +146,14 @@ class MtzMerger:
         return plan_layer(net, idx, rows, chosen, merged, costs)
 
     def _retrain(self, net: GroupedNet, ctx: Context, idx: int) -> float | None:
-        """A few Adam steps of the whole network on all tasks; mean loss of the last ten steps."""
+        """retrain_steps optimizer steps of the whole network on all tasks; their mean training loss."""
         if self.retrain_steps == 0:
             return None
-        module = MultiTaskModule(net, ctx.tasks, {"name": "adam", "lr": self.lr}, 1, stage="merge/mtz")
-        optimizer = torch.optim.Adam(net.parameters(), lr=self.lr)
-        batch = int(getattr(ctx.data, "batch_size", 64))
-        net.train()
-        losses = []
-        for step in range(self.retrain_steps):
-            seed = (self.seed * 1000 + idx) * 100_003 + step + 1
-            x, targets = ctx.sample(batch, "train", seed=seed)
-            total = sum(module.task_losses(x, targets).values())
-            if not torch.isfinite(total):
-                raise TrainingError(f"merge/mtz: retraining loss became {float(total)} after layer "
-                                    f"{net.names[idx]}, step {step}; lower merger.lr={self.lr}")
-            optimizer.zero_grad()
-            total.backward()
-            optimizer.step()
-            net.apply_masks()
-            losses.append(float(total.detach()))
-        tail = losses[-10:]
-        return sum(tail) / len(tail)
+        module = MultiTaskModule(net, ctx.tasks, {"name": "adam", "lr": self.lr}, 1,
+                                 stage=f"merge/mtz/{net.names[idx]}")
+        trainer = ctx.fit(module, 1, steps=self.retrain_steps)
+        net.apply_masks()
+        return float(trainer.callback_metrics["train/loss"])
 
 
 def _check_share(share: Any) -> float | dict[str, float]:
