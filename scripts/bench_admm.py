@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from mergeprune.cost import dense_weights, nonzero_weights  # noqa: E402
 from mergeprune.models.grouped import GroupedNet  # noqa: E402
 from mergeprune.pipeline import Job, build, prepare  # noqa: E402
-from mergeprune.pruning.admm import AdmmCallback, AdmmState  # noqa: E402
-from mergeprune.pruning.masks import train_phase  # noqa: E402
+from mergeprune.pruner.admm import AdmmCallback, AdmmState  # noqa: E402
+from mergeprune.pruner.masks import train_phase  # noqa: E402
 from mergeprune.stages.teachers import train_teachers  # noqa: E402
 from mergeprune.training.fit import accuracy  # noqa: E402
 
@@ -81,7 +81,7 @@ def epoch_times(teacher: GroupedNet, job: Job, admm_cfg: DictConfig | None, epoc
     """Per-epoch training times (first epoch dropped) of plain training or ADMM training."""
     net, timer = copy.deepcopy(teacher), EpochTimer()
     callbacks: list[pl.Callback] = [timer]
-    optimizer = {"name": "adam", "lr": 1e-3}
+    optimizer = {"_target_": "torch.optim.Adam", "lr": 1e-3}
     if admm_cfg is not None:
         pruner = build(admm_cfg)
         counts = pruner.budget.counts(net, pruner.granularity)

@@ -18,8 +18,8 @@ from mergeprune.context import Context
 from mergeprune.cost import all_costs, group_sizes
 from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import ConfigError
-from mergeprune.merging.mtz import MtzMerger
-from mergeprune.merging.mtz_zip import (
+from mergeprune.merger.mtz import MtzMerger
+from mergeprune.merger.mtz_zip import (
     greedy_match,
     inverse,
     layer_hessian,
@@ -27,7 +27,7 @@ from mergeprune.merging.mtz_zip import (
     neuron_vectors,
     pair_costs,
 )
-from mergeprune.merging.none import NoMerge
+from mergeprune.merger.none import NoMerger
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.models.spec import build_spec
 from mergeprune.tasks import build_tasks
@@ -46,7 +46,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     for i, task in enumerate(tasks):
         torch.manual_seed(i)
         net = GroupedNet.single(spec, task.name, task.n_outputs)
-        fit(MultiTaskModule(net, tasks, {"name": "adam", "lr": 3e-3}, 3), dm, 3,
+        fit(MultiTaskModule(net, tasks, {"_target_": "torch.optim.Adam", "lr": 3e-3}, 3), dm, 3,
             {"progress_bar": False}, False, root)
         teachers.append(net.eval())
     job = Context(tasks, dm, {"accelerator": "cpu", "devices": 1, "progress_bar": False}, False, root)
@@ -64,7 +64,7 @@ def test_share_zero_is_no_merging(setup: SimpleNamespace) -> None:
     out, ref = merged(x), teacher_outputs(setup.teachers, x)
     for task in ("lo", "hi"):
         assert (out[task] - ref[task]).abs().max() < 1e-5
-    assert all_costs(merged) == all_costs(NoMerge()(setup.teachers).net)
+    assert all_costs(merged) == all_costs(NoMerger()(setup.teachers).net)
 
 
 def test_share_one_shares_every_neuron(setup: SimpleNamespace) -> None:
@@ -108,7 +108,7 @@ def test_identical_teachers_zip_to_the_teacher(setup: SimpleNamespace) -> None:
 
 def test_twin_pair_cost_is_zero_and_merge_keeps_weights(setup: SimpleNamespace) -> None:
     lo = setup.teachers[0]
-    net = NoMerge()([lo, twin_of(lo, setup.spec, "hi")]).net  # two copies side by side
+    net = NoMerger()([lo, twin_of(lo, setup.spec, "hi")]).net  # two copies side by side
     rows = [torch.arange(20), torch.arange(20, 40)]
     shared = torch.arange(1)
     hinv = inverse(layer_hessian(setup.dm.sample(64)[0], conv=True), 1e-4)

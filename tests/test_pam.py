@@ -14,15 +14,15 @@ from conftest import SPLIT2
 from mergeprune.context import Context
 from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import ConfigError
-from mergeprune.merging.mi import (
+from mergeprune.merger.mi import (
     Labels,
     entropy,
     mutual_information,
     pairwise_sq_dists,
     task_labels,
 )
-from mergeprune.merging.pam import PamMerger
-from mergeprune.merging.pam_search import greedy_irrelevant
+from mergeprune.merger.pam import PamMerger
+from mergeprune.merger.pam_search import greedy_irrelevant
 from mergeprune.models.grouped import GroupedNet, all_subsets, subset_key
 from mergeprune.models.spec import build_spec
 from mergeprune.tasks import build_tasks
@@ -152,7 +152,7 @@ def train_teachers(task_cfg: dict, root) -> tuple[list[GroupedNet], types.Simple
     teachers = []
     for t in tasks:
         net = GroupedNet.single(spec, t.name, t.n_outputs)
-        fit(MultiTaskModule(net, tasks, {"name": "adam", "lr": 1e-3}, 1), dm, 1, {"progress_bar": False},
+        fit(MultiTaskModule(net, tasks, {"_target_": "torch.optim.Adam", "lr": 1e-3}, 1), dm, 1, {"progress_bar": False},
             False, root)
         teachers.append(net.eval())
     job = Context(tasks, dm, {"progress_bar": False})

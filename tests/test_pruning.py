@@ -17,10 +17,10 @@ from mergeprune.errors import ConfigError
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.models.spec import build_spec
 from mergeprune.pipeline import build
-from mergeprune.pruning.admm import AdmmCallback, AdmmPruner, AdmmState
-from mergeprune.pruning.admm_progressive import ProgressiveAdmmPruner
-from mergeprune.pruning.magnitude import MagnitudePruner
-from mergeprune.pruning.masks import (
+from mergeprune.pruner.admm import AdmmCallback, AdmmPruner, AdmmState
+from mergeprune.pruner.admm_progressive import ProgressiveAdmmPruner
+from mergeprune.pruner.magnitude import MagnitudePruner
+from mergeprune.pruner.masks import (
     Budget,
     keep_entries,
     project_entries,
@@ -37,7 +37,7 @@ SMALL = [{"name": "conv1", "kind": "conv", "width": 6, "kernel": 3, "padding": "
          {"name": "fc1", "kind": "linear", "width": 16}]
 FAST_ADMM = {"rho": 0.1, "rho_multiplier": 2.0, "rho_max": 1.0, "iterations": 4,
              "epochs_per_iteration": 1, "retrain_epochs": 1,
-             "optimizer": {"name": "adam", "lr": 2e-3}, "retrain_optimizer": {"name": "adam", "lr": 1e-3}}
+             "optimizer": {"_target_": "torch.optim.Adam", "lr": 2e-3}, "retrain_optimizer": {"_target_": "torch.optim.Adam", "lr": 1e-3}}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def job(tasks, data, tmp_path: Path):
 def teacher(spec, tasks, data, tmp_path_factory):
     torch.manual_seed(0)
     net = GroupedNet.single(spec, "lo", 5)
-    fit(MultiTaskModule(net, tasks, {"name": "adam", "lr": 3e-3}, 2), data, 2,
+    fit(MultiTaskModule(net, tasks, {"_target_": "torch.optim.Adam", "lr": 3e-3}, 2), data, 2,
         {"progress_bar": False}, False, tmp_path_factory.mktemp("teacher"))
     return net
 
@@ -147,8 +147,8 @@ def test_target_compression_with_proportions() -> None:
 
 # ----- masks survive optimizers --------------------------------------------------------------------
 @pytest.mark.parametrize("optimizer", [
-    {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-2},
-    {"name": "adam", "lr": 1e-2, "weight_decay": 1e-2},
+    {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-2},
+    {"_target_": "torch.optim.Adam", "lr": 1e-2, "weight_decay": 1e-2},
 ])
 def test_masks_survive_optimizer_steps(spec, tasks, data, tmp_path: Path, optimizer) -> None:
     net = GroupedNet.single(spec, "lo", 5)
@@ -202,7 +202,7 @@ def test_progressive_never_revives_pruned_weights(teacher, job) -> None:
     seen = []
     pruner = ProgressiveAdmmPruner(targets=[3, 6], proportions={"conv1": 2.0, "fc1": 1.0, "head": 2.0},
                                    **(FAST_ADMM | {"iterations": 2}))
-    from mergeprune.pruning import admm_progressive
+    from mergeprune.pruner import admm_progressive
 
     original = admm_progressive.admm_stage
 
@@ -301,7 +301,14 @@ def test_unstructured_budget_counts_only_allowed_entries(spec) -> None:
     (AdmmPruner, {"keep": {"conv1": 0.5}, "epochs_per_iteration": 0}, "pruner.epochs_per_iteration"),
     (AdmmPruner, {"keep": {"conv1": 0.5}, "granularity": "blocks"}, "pruner.granularity"),
     (AdmmPruner, {"keep": {"conv1": 0.5}, "optimizer": {"name": "rmsprop"}}, "pruner.optimizer.name"),
-    (AdmmPruner, {"keep": {"conv1": 0.5}, "retrain_optimizer": {"lr": 0}}, "pruner.retrain_optimizer.lr"),
+    (AdmmPruner, {"keep": {"conv1": 0.5}, "retrain_optimizer": {"_target_": "torch.optim.Adam", "lr": 0}},
+     "pruner.retrain_optimizer.lr"),
+    (AdmmPruner, {"keep": {"conv1": 0.5}, "optimizer": {"_target_": "torch.optim.Nope"}}, "pruner.optimizer._target_"),
+    (AdmmPruner, {"keep": {"conv1": 0.5}, "optimizer": {"_target_": "torch.nn.Linear"}}, "pruner.optimizer._target_"),
+    (AdmmPruner, {"keep": {"conv1": 0.5}, "optimizer": {"_target_": "torch.optim.Adam", "lrr": 1e-3}},
+     "pruner.optimizer.lrr"),
+    (AdmmPruner, {"keep": {"conv1": 0.5}, "optimizer": {"_target_": "torch.optim.Adam", "schedule": "linear"}},
+     "pruner.optimizer.schedule"),
     (AdmmPruner, {}, "pruner.keep"),
     (AdmmPruner, {"target_compression": 0.5}, "pruner.target_compression"),
     (AdmmPruner, {"target_compression": 10, "proportions": {"fc1": -1}}, "pruner.proportions.fc1"),
@@ -342,7 +349,7 @@ def test_admm_callback_logs_per_layer_metrics(teacher, job) -> None:
     net = copy.deepcopy(teacher)
     counts = Budget({"fc1": 0.1}, None, None).counts(net, "unstructured")
     state = AdmmState(net, {"fc1": counts["fc1"]}, "unstructured", rho=0.1, rho_multiplier=2.0)
-    trainer = train_phase(net, job, {"name": "adam", "lr": 1e-3}, 2, "test",
+    trainer = train_phase(net, job, {"_target_": "torch.optim.Adam", "lr": 1e-3}, 2, "test",
                           callbacks=[AdmmCallback(state, 1)])
     logged = trainer.callback_metrics
     for key in ("residual", "residual_rel", "dual_residual", "z_sparsity", "rho"):

@@ -20,7 +20,7 @@ from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import ConfigError
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.models.spec import build_spec
-from mergeprune.pruning.taylor import TaylorPruner, gate_gradients
+from mergeprune.pruner.taylor import TaylorPruner, gate_gradients
 from mergeprune.tasks import build_tasks
 from mergeprune.training.fit import accuracy, fit
 from mergeprune.training.module import MultiTaskModule
@@ -44,7 +44,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     spec = build_spec("lenet5", layers, in_channels=1, in_hw=(8, 8))
     pl.seed_everything(0, verbose=False)
     teacher = GroupedNet.single(spec, "lo", 5)
-    fit(MultiTaskModule(teacher, tasks, {"name": "adam", "lr": 3e-3}, 12), dm, 12, TRAINER, False, root)
+    fit(MultiTaskModule(teacher, tasks, {"_target_": "torch.optim.Adam", "lr": 3e-3}, 12), dm, 12, TRAINER, False, root)
     assert accuracy(teacher, tasks, dm, "val")["lo"] > 0.92  # learned: predicting all -1 scores 0.9
     job = Context(tasks, dm, TRAINER, False, root)
     return SimpleNamespace(tasks=tasks, dm=dm, spec=spec, teacher=teacher, job=job)
@@ -200,11 +200,13 @@ def test_finetunes_between_cuts_and_reports(setup: SimpleNamespace) -> None:
 
 @pytest.mark.parametrize(("knob", "value"), [
     ("granularity", "unstructured"), ("fraction", 0.0), ("fraction", 1.0), ("batches", 0),
-    ("finetune_epochs", -1), ("max_iterations", 1.5), ("tolerance", -0.1), ("lr", 0),
+    ("finetune_epochs", -1), ("max_iterations", 1.5), ("tolerance", -0.1),
+    ("optimizer", {"_target_": "torch.optim.Adam", "lr": 0}),
     ("final_epochs", -2), ("normalize", "l1"), ("optimizer", "rmsprop"), ("batch_size", 0),
 ])
 def test_bad_knobs_raise_config_error(knob: str, value: object) -> None:
-    with pytest.raises(ConfigError, match=f"pruner.{knob}="):
+    key = "pruner.optimizer.lr" if isinstance(value, dict) else f"pruner.{knob}"
+    with pytest.raises(ConfigError, match=f"{key}="):
         TaylorPruner(**{knob: value})
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mergeprune.errors import ConfigError, check_int, check_number
+from mergeprune.errors import ConfigError, check_int
+from mergeprune.training.optim import check_optimizer
 
 STAGES = ("teachers", "merge", "prune", "finetune", "evaluate")
 GROUPS = ("dataset", "tasks", "model", "merger", "pruner", "finetune", "trainer", "logger", "paths")
@@ -21,8 +22,6 @@ KNOWN: dict[str, tuple[str, ...]] = {
     "": (*GROUPS, "name", "seed", "stages", "skip_finished", "teachers", "evaluate",
          "relatedness", "preset"),  # relatedness: the step of tasks=related2
     "teachers": ("epochs", "optimizer"),
-    "teachers.optimizer": ("name", "lr", "weight_decay", "schedule", "momentum", "nesterov",
-                           "step_size", "gamma"),
     "evaluate": ("export", "latency_repeats"),
     "trainer": ("_target_", "accelerator", "devices", "strategy", "num_nodes", "precision", "progress_bar",
                 "log_every_n_steps", "process_group_backend"),
@@ -39,7 +38,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"stages={stages} (bad: {bad or 'empty'}); allowed: any of {list(STAGES)}")
     check_int(cfg.seed, "seed")
     check_int(cfg.teachers.epochs, "teachers.epochs")
-    check_number(cfg.teachers.optimizer.lr, "teachers.optimizer.lr", low=0.0, strict=True)
+    check_optimizer(cfg.teachers.optimizer, "teachers.optimizer")
     check_int(cfg.dataset.batch_size, "dataset.batch_size", low=1)
     for key in ("val_size", "test_size"):
         check_int(cfg.dataset[key], f"dataset.{key}")

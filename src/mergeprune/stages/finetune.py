@@ -12,6 +12,7 @@ from mergeprune.context import Built, Context
 from mergeprune.errors import ConfigError
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.training.module import MultiTaskModule
+from mergeprune.training.optim import adam, check_optimizer
 
 
 class Finetune:
@@ -27,9 +28,7 @@ class Finetune:
         if float(temperature) <= 0:
             raise ConfigError(f"finetune.temperature={temperature}; allowed: a number > 0")
         self.epochs = epochs
-        self.optimizer = _plain(optimizer or {"name": "adam", "lr": 5e-4})
-        if float(self.optimizer.get("lr", 1e-3)) <= 0:
-            raise ConfigError(f"finetune.optimizer.lr={self.optimizer.get('lr')}; allowed: a number > 0")
+        self.optimizer = check_optimizer(optimizer or adam(5e-4), "finetune.optimizer")
         self.distill_weight, self.temperature = float(distill_weight), float(temperature)
         self.alternate = alternate
         self.task_weights = _plain(task_weights or {})

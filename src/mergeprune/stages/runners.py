@@ -29,7 +29,7 @@ from mergeprune.config_check import STAGES
 from mergeprune.context import Built
 from mergeprune.cost import group_sizes
 from mergeprune.errors import ConfigError
-from mergeprune.merging.assemble import alongside
+from mergeprune.merger.assemble import alongside
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.seeding import seed_all, stage_seed
 from mergeprune.stages.teachers import Teacher, train_teachers

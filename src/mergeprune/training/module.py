@@ -8,7 +8,6 @@ Extra loss terms (ADMM's penalty) are added through ``regularizers``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from torch import Tensor, nn
 from mergeprune.errors import TrainingError
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.tasks import Task
+from mergeprune.training.optim import build_optimizer
 
 
 class MultiTaskModule(pl.LightningModule):
@@ -116,27 +116,3 @@ class MultiTaskModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         return build_optimizer(self.net.parameters(), self.opt_cfg, self.epochs)
-
-
-def build_optimizer(params: Any, cfg: Mapping[str, Any], epochs: int) -> Any:
-    """Optimizer (adam | sgd) and optional schedule (none | cosine | step) from config."""
-    name = cfg.get("name", "adam")
-    lr, wd = float(cfg.get("lr", 1e-3)), float(cfg.get("weight_decay", 0.0))
-    if name == "adam":
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    elif name == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=float(cfg.get("momentum", 0.9)),
-                              weight_decay=wd, nesterov=bool(cfg.get("nesterov", False)))
-    else:
-        raise ValueError(f"optimizer.name={name!r}; allowed: adam, sgd")
-    schedule = cfg.get("schedule", "none")
-    if schedule == "none" or epochs <= 0:
-        return opt
-    if schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
-    elif schedule == "step":
-        step = int(cfg.get("step_size", max(1, math.ceil(epochs / 3))))
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=float(cfg.get("gamma", 0.1)))
-    else:
-        raise ValueError(f"optimizer.schedule={schedule!r}; allowed: none, cosine, step")
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

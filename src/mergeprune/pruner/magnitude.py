@@ -24,9 +24,8 @@ import pytorch_lightning as pl
 from mergeprune.context import Built, Context
 from mergeprune.errors import ConfigError, check_choice, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
-from mergeprune.pruning.admm import mean_accuracy
-from mergeprune.pruning.knobs import check_optimizer
-from mergeprune.pruning.masks import (
+from mergeprune.pruner.admm import mean_accuracy
+from mergeprune.pruner.masks import (
     GRANULARITIES,
     Budget,
     compression,
@@ -38,6 +37,7 @@ from mergeprune.pruning.masks import (
     total_units,
     train_phase,
 )
+from mergeprune.training.optim import adam, check_optimizer
 
 SCHEDULES = ("oneshot", "iterative", "gradual")
 SCOPES = ("layer", "global")
@@ -65,7 +65,7 @@ class MagnitudePruner:
                                              high=1.0)
         if self.initial_sparsity >= 1.0:
             raise ConfigError(f"pruner.initial_sparsity={initial_sparsity}; allowed: 0 <= value < 1")
-        self.optimizer = check_optimizer(optimizer or {"name": "adam", "lr": 1e-3}, "pruner.optimizer")
+        self.optimizer = check_optimizer(optimizer or adam(1e-3), "pruner.optimizer")
 
     def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> Built:
         """Prune net in place with the configured schedule and retrain it; return it with its report."""

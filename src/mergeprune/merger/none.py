@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mergeprune.context import Built, Context
-from mergeprune.merging.assemble import alongside
+from mergeprune.merger.assemble import alongside
 from mergeprune.models.grouped import GroupedNet
 
 
-class NoMerge:
+class NoMerger:
     """Keep every teacher apart: one part per task."""
 
     def __init__(self, name: str = "none"):

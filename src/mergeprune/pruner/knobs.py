@@ -1,4 +1,4 @@
-"""Checks of the pruners' shared knobs (keep ratios, optimizer settings) with one-line errors."""
+"""Checks of the pruners' shared knobs (keep ratios) with one-line errors."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mergeprune.errors import ConfigError, check_choice, check_number
-
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("none", "cosine", "step")
+from mergeprune.errors import ConfigError
 
 
 def plain(node: Any) -> Any:
@@ -31,17 +28,3 @@ def check_ratios(values: Any, key: str) -> dict[str, float]:
             raise ConfigError(f"{key}.{name}={r}; allowed: 0..1 (a kept fraction > 0)")
         out[str(name)] = float(r)
     return out
-
-
-def check_optimizer(cfg: Any, key: str) -> dict[str, Any]:
-    """An optimizer dict {name, lr, weight_decay, momentum, schedule} with valid values."""
-    cfg = plain(cfg)
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(f"{key}={cfg}; allowed: a dict with name, lr, weight_decay, schedule")
-    cfg = dict(cfg)
-    check_choice(cfg.get("name", "adam"), f"{key}.name", OPTIMIZERS)
-    check_number(cfg.get("lr", 1e-3), f"{key}.lr", low=0.0, strict=True)
-    check_number(cfg.get("weight_decay", 0.0), f"{key}.weight_decay", low=0.0)
-    check_number(cfg.get("momentum", 0.9), f"{key}.momentum", low=0.0, high=1.0)
-    check_choice(cfg.get("schedule", "none"), f"{key}.schedule", SCHEDULES)
-    return cfg

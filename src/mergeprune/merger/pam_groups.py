@@ -27,8 +27,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from mergeprune.merging.assemble import Source
-from mergeprune.merging.mi import Labels, mi_from_dists, neuron_sq_dists
+from mergeprune.merger.assemble import Source
+from mergeprune.merger.mi import Labels, mi_from_dists, neuron_sq_dists
 from mergeprune.models.grouped import GroupedNet
 
 

@@ -30,8 +30,7 @@ from torch import Tensor
 from mergeprune.context import Built, Context
 from mergeprune.errors import check_choice, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
-from mergeprune.pruning.knobs import check_optimizer
-from mergeprune.pruning.masks import (
+from mergeprune.pruner.masks import (
     GRANULARITIES,
     Budget,
     compression,
@@ -42,6 +41,7 @@ from mergeprune.pruning.masks import (
     total_units,
     train_phase,
 )
+from mergeprune.training.optim import adam, check_optimizer
 
 
 class AdmmState:
@@ -172,9 +172,9 @@ class AdmmSettings:
         self.rho_max = None if rho_max is None else check_number(rho_max, f"{prefix}.rho_max", low=rho)
         self.iterations = check_int(iterations, f"{prefix}.iterations", 0)
         self.epochs_per_iteration = check_int(epochs_per_iteration, f"{prefix}.epochs_per_iteration", 1)
-        self.optimizer = check_optimizer(optimizer or {"name": "adam", "lr": 1e-3}, f"{prefix}.optimizer")
+        self.optimizer = check_optimizer(optimizer or adam(1e-3), f"{prefix}.optimizer")
         self.retrain_epochs = check_int(retrain_epochs, f"{prefix}.retrain_epochs", 0)
-        self.retrain_optimizer = check_optimizer(retrain_optimizer or {"name": "adam", "lr": 1e-3},
+        self.retrain_optimizer = check_optimizer(retrain_optimizer or adam(1e-3),
                                                  f"{prefix}.retrain_optimizer")
 
     def describe(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mergeprune.merging.assemble import Source
+from mergeprune.merger.assemble import Source
 from mergeprune.models.grouped import GroupedNet
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mergeprune.merging.mi import Labels, mi_from_sums
+from mergeprune.merger.mi import Labels, mi_from_sums
 
 
 def greedy_irrelevant(acts: Tensor, labels: Labels, sigma2: float, alpha: float, chunk: int = 256,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mergeprune.merging.mtz_zip import ZipPlan
+from mergeprune.merger.mtz_zip import ZipPlan
 from mergeprune.models.grouped import GroupedNet
 
 

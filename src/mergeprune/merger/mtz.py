@@ -43,9 +43,9 @@ from torch import Tensor
 
 from mergeprune.context import Built, Context, together
 from mergeprune.errors import ConfigError
-from mergeprune.merging.assemble import alongside
-from mergeprune.merging.mtz_rebuild import rebuild
-from mergeprune.merging.mtz_zip import (
+from mergeprune.merger.assemble import alongside
+from mergeprune.merger.mtz_rebuild import rebuild
+from mergeprune.merger.mtz_zip import (
     ZipPlan,
     greedy_match,
     inverse,
@@ -59,6 +59,7 @@ from mergeprune.merging.mtz_zip import (
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.tasks import IGNORE
 from mergeprune.training.module import MultiTaskModule
+from mergeprune.training.optim import adam
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class MtzMerger:
         """retrain_steps optimizer steps of the whole network on all tasks; their mean training loss."""
         if self.retrain_steps == 0:
             return None
-        module = MultiTaskModule(net, ctx.tasks, {"name": "adam", "lr": self.lr}, 1,
+        module = MultiTaskModule(net, ctx.tasks, adam(self.lr), 1,
                                  stage=f"merge/mtz/{net.names[idx]}")
         trainer = ctx.fit(module, 1, steps=self.retrain_steps)
         net.apply_masks()

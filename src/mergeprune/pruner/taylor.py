@@ -46,10 +46,10 @@ from mergeprune.context import Built, Context
 from mergeprune.cost import subset_cost
 from mergeprune.errors import ConfigError, check_choice, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
-from mergeprune.pruning.knobs import OPTIMIZERS
-from mergeprune.pruning.task_paths import channel_mask, protect_paths
+from mergeprune.pruner.task_paths import channel_mask, protect_paths
 from mergeprune.tasks import Task
 from mergeprune.training.module import MultiTaskModule
+from mergeprune.training.optim import adam, check_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,8 @@ class TaylorPruner:
 
     def __init__(self, name: str = "taylor", granularity: str = "neurons", fraction: float = 0.09,
                  batches: int = 10, finetune_epochs: int = 1, max_iterations: int = 30,
-                 tolerance: float = 0.01, lr: float = 1e-3, final_epochs: int = 0,
-                 normalize: str = "l2", optimizer: str = "adam", batch_size: int | None = None,
+                 tolerance: float = 0.01, final_epochs: int = 0, normalize: str = "l2",
+                 optimizer: Mapping[str, Any] | None = None, batch_size: int | None = None,
                  min_fraction: float | None = None):
         self.granularity = check_choice(granularity, "pruner.granularity", ("neurons",))
         self.fraction = check_number(fraction, "pruner.fraction", low=0.0, high=1.0, strict=True)
@@ -75,9 +75,8 @@ class TaylorPruner:
         self.max_iterations = check_int(max_iterations, "pruner.max_iterations", 0)
         self.final_epochs = check_int(final_epochs, "pruner.final_epochs", 0)
         self.tolerance = check_number(tolerance, "pruner.tolerance", low=0.0, high=1.0)  # accuracy points as a fraction
-        self.lr = check_number(lr, "pruner.lr", low=0.0, strict=True)
         self.normalize = check_choice(normalize, "pruner.normalize", NORMALIZE)
-        self.optimizer = check_choice(optimizer, "pruner.optimizer", OPTIMIZERS)
+        self.optimizer = check_optimizer(optimizer or adam(1e-3), "pruner.optimizer")
         self.batch_size = None if batch_size is None else check_int(batch_size, "pruner.batch_size", 1)
         self.name = name
 
@@ -152,8 +151,7 @@ class TaylorPruner:
         """Masked retraining with a fresh optimizer (no-op for 0 epochs)."""
         if epochs <= 0:
             return
-        module = MultiTaskModule(net, ctx.tasks, {"name": self.optimizer, "lr": self.lr}, epochs,
-                                 stage=stage)
+        module = MultiTaskModule(net, ctx.tasks, self.optimizer, epochs, stage=stage)
         ctx.fit(module, epochs)
         net.apply_masks()
 

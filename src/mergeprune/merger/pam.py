@@ -47,10 +47,10 @@ from torch import Tensor
 
 from mergeprune.context import Built, Context, together
 from mergeprune.errors import ConfigError, check_choice, check_int, check_number
-from mergeprune.merging.assemble import Source, assemble
-from mergeprune.merging.mi import Labels, task_labels
-from mergeprune.merging.pam_compensate import compensate_biases
-from mergeprune.merging.pam_groups import (
+from mergeprune.merger.assemble import Source, assemble
+from mergeprune.merger.mi import Labels, task_labels
+from mergeprune.merger.pam_compensate import compensate_biases
+from mergeprune.merger.pam_groups import (
     assign_groups,
     keep_one,
     kept_sources,
@@ -60,7 +60,7 @@ from mergeprune.merging.pam_groups import (
     teacher_links,
     widen,
 )
-from mergeprune.merging.pam_search import greedy_irrelevant
+from mergeprune.merger.pam_search import greedy_irrelevant
 from mergeprune.models.grouped import GroupedNet, subset_key
 
 log = logging.getLogger(__name__)

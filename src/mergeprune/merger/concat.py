@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mergeprune.context import Built, Context, together
-from mergeprune.merging.assemble import assemble, side_by_side
+from mergeprune.merger.assemble import assemble, side_by_side
 from mergeprune.models.grouped import GroupedNet
 
 
-class ConcatMerge:
+class ConcatMerger:
     """Concatenate the teachers into one shared group per layer."""
 
     def __init__(self, name: str = "concat"):

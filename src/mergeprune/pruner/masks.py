@@ -26,7 +26,7 @@ from mergeprune.context import Context
 from mergeprune.cost import dense_weights, nonzero_weights
 from mergeprune.errors import ConfigError, check_number
 from mergeprune.models.grouped import GroupedNet
-from mergeprune.pruning.knobs import check_ratios, plain
+from mergeprune.pruner.knobs import check_ratios, plain
 from mergeprune.training.module import MultiTaskModule
 
 GRANULARITIES = ("unstructured", "neurons")

@@ -20,9 +20,9 @@ from typing import Any
 from mergeprune.context import Built, Context
 from mergeprune.errors import ConfigError, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
-from mergeprune.pruning.admm import AdmmSettings, admm_stage
-from mergeprune.pruning.knobs import plain
-from mergeprune.pruning.masks import Budget, sparsity_report
+from mergeprune.pruner.admm import AdmmSettings, admm_stage
+from mergeprune.pruner.knobs import plain
+from mergeprune.pruner.masks import Budget, sparsity_report
 
 
 class ProgressiveAdmmPruner:
