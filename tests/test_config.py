@@ -111,6 +111,12 @@ def test_debug_and_experiment_override_the_top_level_keys(tmp_path: Path) -> Non
     ("+trainer.gpus=1", "trainer.gpus"),
     ("seed=abc", "seed"),
     ("seed=-1", "seed"),
+    ("merger.samples=abc", "merger.samples"),  # the component schemas type the knobs
+    ("+merger.foo=1", "merger.foo"),
+    ("pruner.optimizer=adam", "pruner.optimizer"),
+    ("trainer.num_nodes=0", "trainer.num_nodes"),
+    ("evaluate.export=maybe", "evaluate.export"),
+    ("dataset.batch_size=0", "dataset.batch_size"),
 ])
 def test_more_bad_values_fail_at_start_up(tiny, tmp_path: Path, override: str, key: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -185,3 +191,18 @@ def test_help_names_the_app_its_groups_and_examples(tmp_path: Path) -> None:
     for group in GROUPS:
         assert f"\n  {group} " in text, group
     assert text.count("\n  mergeprune") >= 3  # example commands
+
+
+def test_every_config_file_fits_its_schema(tmp_path: Path) -> None:
+    from hydra.core.config_store import ConfigStore
+
+    from mergeprune.component_schema import BY_TARGET
+    from mergeprune.config_check import check_config
+
+    assert {"config.yaml", "merger", "pruner"} <= set(ConfigStore.instance().list("schema"))
+    for group in ("merger", "pruner", "dataset", "experiment", "trainer", "finetune"):
+        for path in sorted((CONF / group).glob("*.yaml")):
+            cfg = make_cfg(tmp_path, [f"{group}={path.stem}"])
+            check_config(cfg)  # every key of every shipped variant is known and well typed
+            if group in ("merger", "pruner"):
+                assert cfg[group]._target_ in BY_TARGET, path  # each component class has a schema

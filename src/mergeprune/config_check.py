@@ -1,63 +1,124 @@
-"""Start-up checks of the keys the pipeline reads itself (the components check their own knobs).
+"""Start-up checks of a composed config against its schema (`config_schema`, `component_schema`).
 
 Unknown keys are refused: Hydra refuses `foo=1` for a key that does not exist, but `+foo=1` adds
-one, which would change the job's cache key without changing what it computes. Groups built with
-`instantiate` (dataset, model, merger, pruner, finetune, logger) refuse unknown keys through their
-constructors; the nodes below are read directly, so their keys are listed here.
+one, which would change the job's cache key without changing what it computes. Every node with a
+schema is checked for its keys, the type of every value and, for the nodes the pipeline reads
+itself, the ranges the schema gives; a component's ranges are checked by its constructor.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Union
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mergeprune.errors import ConfigError, check_int
+from mergeprune.component_schema import BY_TARGET, COMPONENTS, NODES
+from mergeprune.config_schema import STAGES
+from mergeprune.errors import ConfigError
 from mergeprune.training.optim import check_optimizer
 
-STAGES = ("teachers", "merge", "prune", "finetune", "evaluate")
-GROUPS = ("dataset", "tasks", "model", "merger", "pruner", "finetune", "trainer", "logger", "paths")
-KNOWN: dict[str, tuple[str, ...]] = {
-    "": (*GROUPS, "name", "seed", "stages", "skip_finished", "teachers", "evaluate",
-         "relatedness", "preset"),  # relatedness: the step of tasks=related2
-    "teachers": ("epochs", "optimizer"),
-    "evaluate": ("export", "latency_repeats"),
-    "trainer": ("_target_", "accelerator", "devices", "strategy", "num_nodes", "precision", "progress_bar",
-                "log_every_n_steps", "process_group_backend"),
-    "paths": ("output_dir", "cache_dir", "data_dir"),
-}
+__all__ = ["STAGES", "check_config", "check_node"]
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Fail on unknown keys and semantically wrong top-level values before anything is built."""
-    check_known(cfg)
-    stages = list(cfg.stages)
-    bad = [s for s in stages if s not in STAGES]
-    if bad or not stages:
-        raise ConfigError(f"stages={stages} (bad: {bad or 'empty'}); allowed: any of {list(STAGES)}")
-    check_int(cfg.seed, "seed")
-    check_int(cfg.teachers.epochs, "teachers.epochs")
-    check_optimizer(cfg.teachers.optimizer, "teachers.optimizer")
-    check_int(cfg.dataset.batch_size, "dataset.batch_size", low=1)
-    for key in ("val_size", "test_size"):
-        check_int(cfg.dataset[key], f"dataset.{key}")
-    if cfg.dataset.get("train_size") is not None:
-        check_int(cfg.dataset.train_size, "dataset.train_size", low=1)
-    check_int(cfg.evaluate.latency_repeats, "evaluate.latency_repeats", low=1)
-
-
-def check_known(cfg: Mapping[str, Any]) -> None:
-    """Raise on a key that no part of the pipeline reads (e.g. added with `+key=...`)."""
-    for where, allowed in KNOWN.items():
+    """Fail on the first unknown key or wrongly typed or out-of-range value, before anything is built."""
+    for where, schema in NODES.items():
         node = _node(cfg, where)
-        if node is None:
-            continue
-        unknown = sorted(str(k) for k in node.keys() if k not in allowed)
-        if unknown:
-            name = f"{where}.{unknown[0]}" if where else unknown[0]
-            raise ConfigError(f"{name}: unknown key (added with +{name}=...?); allowed keys"
-                              f"{' of ' + where if where else ''}: {', '.join(sorted(allowed))}")
+        if node is not None:
+            check_node(node, schema, where)
+    for group in COMPONENTS:
+        node = _node(cfg, group)
+        schema = BY_TARGET.get(str(node.get("_target_"))) if node is not None else None
+        if schema is not None:
+            check_node(node, schema, group, ranges=False)
+    check_optimizer(cfg.teachers.optimizer, "teachers.optimizer")
+
+
+def check_node(node: Mapping[str, Any], schema: type, where: str, ranges: bool = True) -> None:
+    """Check a node's keys, value types and (with `ranges`) the schema's ranges."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    unknown = sorted(str(k) for k in node.keys() if k not in fields)
+    if unknown:
+        name = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"{name}: unknown key (added with +{name}=...?); allowed keys"
+                          f"{' of ' + where if where else ''}: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(schema)
+    for name, f in fields.items():
+        if name not in node or dataclasses.is_dataclass(hints[name]):
+            continue  # nested schemas are checked as nodes of their own
+        value = node[name]
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value, resolve=True)
+        meta = dict(f.metadata) if ranges else {}
+        _check_value(value, hints[name], f"{where}.{name}" if where else name, meta)
+
+
+def _check_value(value: Any, tp: Any, key: str, meta: Mapping[str, Any]) -> None:
+    """Raise a one-line ConfigError unless value has type tp and lies in the field's range."""
+    choices = meta.get("choices")
+    if choices and isinstance(value, list):
+        bad = [v for v in value if v not in choices]
+        if bad or not value:
+            raise ConfigError(f"{key}={value} (bad: {bad or 'empty'}); allowed: any of {list(choices)}")
+        return
+    if not _type_ok(value, tp) or not _in_range(value, meta):
+        raise ConfigError(f"{key}={value}; allowed: {_describe(tp, meta)}")
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    """Whether value fits the annotation (int, float, bool, str, Optional, list[...], dict[...], Any)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_type_ok(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_type_ok(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_type_ok(v, args[1]) for v in value.values())
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _in_range(value: Any, meta: Mapping[str, Any]) -> bool:
+    """Whether a number lies within the field's low..high (None and non-numbers pass)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return value is None or not meta.get("choices") or value in meta["choices"]
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and (value < low or (meta.get("strict") and value == low)):
+        return False
+    return high is None or value <= high
+
+
+def _describe(tp: Any, meta: Mapping[str, Any]) -> str:
+    """What a field allows, in words ('an integer >= 0', 'null or a number in 0..1', ...)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (Union, types.UnionType) and type(None) in args:
+        inner = next(a for a in args if a is not type(None))
+        return f"null or {_describe(inner, meta)}"
+    if meta.get("choices"):
+        return f"one of {', '.join(meta['choices'])}"
+    low, high = meta.get("low"), meta.get("high")
+    bound = (f" in {low}..{high}" if low is not None and high is not None
+             else f" {'>' if meta.get('strict') else '>='} {low}" if low is not None
+             else f" <= {high}" if high is not None else "")
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if tp in words:
+        return words[tp] + bound
+    if typing.get_origin(tp) is list:
+        return f"a list of {_describe(args[0], {})}s"
+    if typing.get_origin(tp) is dict:
+        return f"a map of {_describe(args[1], {})}s"
+    return str(tp)
 
 
 def _node(cfg: Mapping[str, Any], where: str) -> Mapping[str, Any] | None:
@@ -66,4 +127,3 @@ def _node(cfg: Mapping[str, Any], where: str) -> Mapping[str, Any] | None:
     for part in filter(None, where.split(".")):
         node = node.get(part) if isinstance(node, Mapping) else None
     return node if isinstance(node, Mapping) else None
-

@@ -56,9 +56,10 @@ class Job:
 
 
 def build(node: Any, **kwargs: Any) -> Any:
-    """hydra.utils.instantiate (Python objects passed through untouched), surfacing ConfigError."""
+    """hydra.utils.instantiate with plain data (`_convert_="all"`), Python objects passed through
+    untouched, surfacing ConfigError."""
     try:
-        return instantiate(node, _partial_=True)(**kwargs)
+        return instantiate(node, _partial_=True, _convert_="all")(**kwargs)
     except InstantiationException as err:
         cause = err.__cause__
         while cause is not None and not isinstance(cause, ConfigError):

@@ -1,0 +1,199 @@
+"""Schemas of the components' config nodes (mergers, pruners, finetune): their keys and types.
+
+One dataclass per component class, found by the node's `_target_`; ranges are the component's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from mergeprune.config_schema import (
+    Config,
+    DatasetConf,
+    EvaluateConf,
+    PathsConf,
+    TeachersConf,
+    TrainerConf,
+)
+
+
+@dataclass
+class NoMergerConf:
+    """merger=none."""
+
+    _target_: str = "mergeprune.merger.none.NoMerger"
+    name: str = "none"
+
+
+@dataclass
+class ConcatMergerConf:
+    """merger=concat."""
+
+    _target_: str = "mergeprune.merger.concat.ConcatMerger"
+    name: str = "concat"
+
+
+@dataclass
+class MtzMergerConf:
+    """merger=mtz."""
+
+    _target_: str = "mergeprune.merger.mtz.MtzMerger"
+    name: str = "mtz"
+    share: Any = 0.5  # a fraction, or {layer: fraction}
+    retrain_steps: int = 50
+    lr: float = 1e-3
+    hessian_samples: int = 512
+    damping: float = 1e-4
+    seed: int = 0
+
+
+@dataclass
+class PamMergerConf:
+    """merger=pam."""
+
+    _target_: str = "mergeprune.merger.pam.PamMerger"
+    name: str = "pam"
+    alpha_conv: float = 0.5
+    alpha_fc: float = 0.6
+    relative: bool = True
+    sigma2: float = 0.1
+    samples: int = 128
+    seed: int = 0
+    grouping: str = "star"
+    closure: str = "widen"
+    compensate: bool = True
+    layers: list[str] | None = None
+    threads: int = 1
+    chunk: int = 256
+
+
+@dataclass
+class NoPrunerConf:
+    """pruner=none."""
+
+    _target_: str = "mergeprune.pruner.none.NoPruner"
+    name: str = "none"
+    granularity: str = "unstructured"
+
+
+@dataclass
+class AdmmPrunerConf:
+    """pruner=admm (and admm_neurons)."""
+
+    _target_: str = "mergeprune.pruner.admm.AdmmPruner"
+    _recursive_: bool = False
+    name: str = "admm"
+    granularity: str = "unstructured"
+    keep: dict[str, float] | None = None
+    target_compression: float | None = None
+    proportions: dict[str, float] | None = None
+    rho: float = 1e-3
+    rho_multiplier: float = 1.5
+    rho_max: float = 1.0
+    iterations: int = 15
+    epochs_per_iteration: int = 2
+    optimizer: Any = None
+    retrain_epochs: int = 20
+    retrain_optimizer: Any = None
+
+
+@dataclass
+class ProgressiveAdmmPrunerConf:
+    """pruner=admm_progressive."""
+
+    _target_: str = "mergeprune.pruner.admm_progressive.ProgressiveAdmmPruner"
+    _recursive_: bool = False
+    name: str = "admm_progressive"
+    granularity: str = "unstructured"
+    targets: list[float] | None = None
+    stages: list[Any] | None = None
+    proportions: dict[str, float] | None = None
+    pool_size: int = 1
+    rho: float = 1e-3
+    rho_multiplier: float = 1.5
+    rho_max: float = 1.0
+    iterations: int = 15
+    epochs_per_iteration: int = 2
+    optimizer: Any = None
+    retrain_epochs: int = 20
+    retrain_optimizer: Any = None
+
+
+@dataclass
+class MagnitudePrunerConf:
+    """pruner=magnitude (and magnitude_71x)."""
+
+    _target_: str = "mergeprune.pruner.magnitude.MagnitudePruner"
+    _recursive_: bool = False
+    name: str = "magnitude"
+    granularity: str = "unstructured"
+    schedule: str = "iterative"
+    scope: str = "layer"
+    keep: dict[str, float] | None = None
+    target_compression: float | None = None
+    proportions: dict[str, float] | None = None
+    fraction: float = 0.5
+    retrain_epochs: int = 4
+    frequency: int = 10
+    ramp_epochs: int = 10
+    initial_sparsity: float = 0.0
+    optimizer: Any = None
+
+
+@dataclass
+class TaylorPrunerConf:
+    """pruner=taylor."""
+
+    _target_: str = "mergeprune.pruner.taylor.TaylorPruner"
+    _recursive_: bool = False
+    name: str = "taylor"
+    granularity: str = "neurons"
+    fraction: float = 0.25
+    min_fraction: float | None = None
+    batches: int = 10
+    batch_size: int | None = None
+    normalize: str = "flops"
+    finetune_epochs: int = 1
+    optimizer: Any = None
+    max_iterations: int = 40
+    tolerance: float = 0.01
+    final_epochs: int = 0
+
+
+@dataclass
+class FinetuneConf:
+    """finetune=default."""
+
+    _target_: str = "mergeprune.stages.finetune.Finetune"
+    _recursive_: bool = False
+    epochs: int = 8
+    optimizer: Any = None
+    distill_weight: float = 0.5
+    temperature: float = 2.0
+    alternate: bool = False
+    task_weights: dict[str, float] | None = None
+
+
+COMPONENTS = {"merger": (NoMergerConf, ConcatMergerConf, MtzMergerConf, PamMergerConf),
+              "pruner": (NoPrunerConf, AdmmPrunerConf, ProgressiveAdmmPrunerConf, MagnitudePrunerConf,
+                         TaylorPrunerConf),
+              "finetune": (FinetuneConf,)}
+BY_TARGET = {cls._target_: cls for group in COMPONENTS.values() for cls in group}
+NODES = {"": Config, "teachers": TeachersConf, "evaluate": EvaluateConf, "paths": PathsConf,
+         "trainer": TrainerConf, "dataset": DatasetConf}
+
+
+def register() -> None:
+    """Store every schema in Hydra's ConfigStore under the `schema` group."""
+    store = ConfigStore.instance()
+    for where, cls in NODES.items():
+        store.store(group="schema", name=where or "config", node=cls)
+    for group, classes in COMPONENTS.items():
+        for cls in classes:
+            store.store(group=f"schema/{group}", name=cls._target_.rsplit(".", 2)[-2], node=cls)
+
+
+register()
