@@ -187,13 +187,16 @@ NODES = {"": Config, "teachers": TeachersConf, "evaluate": EvaluateConf, "paths"
 
 
 def register() -> None:
-    """Store every schema in Hydra's ConfigStore under the `schema` group."""
+    """Store every schema in Hydra's ConfigStore as `schema_<node>` / `schema_<group>_<module>`.
+
+    They are stored outside any config group, so `mergeprune --help` does not offer them as choices.
+    """
     store = ConfigStore.instance()
     for where, cls in NODES.items():
-        store.store(group="schema", name=where or "config", node=cls)
+        store.store(name=f"schema_{where or 'config'}", node=cls)
     for group, classes in COMPONENTS.items():
         for cls in classes:
-            store.store(group=f"schema/{group}", name=cls._target_.rsplit(".", 2)[-2], node=cls)
+            store.store(name=f"schema_{group}_{cls._target_.rsplit('.', 2)[-2]}", node=cls)
 
 
 register()

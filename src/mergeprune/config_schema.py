@@ -1,8 +1,8 @@
 """The config's schema: one dataclass per kind of config node, registered in Hydra's ConfigStore.
 
 Every field has a type and, where one applies, a range or a list of choices (`knob`). The schemas
-are registered under the `schema` group (`schema/config`, `schema/merger/pam`, ...), so
-`hydra.utils`, `--cfg` users and other tools can read them; `config_check.check_config` validates
+are registered in Hydra's ConfigStore (`schema_config`, `schema_merger_pam`, ..., outside any
+group), so tools and users can compose or extend them; `config_check.check_config` validates
 a composed config against them at start-up, the one place where types and ranges are checked, and
 reports the first bad value as one line naming the key and what is allowed. The config itself is
 not retyped (an int stays an int), so what a job hashes into its cache key is what its files say.
