@@ -55,3 +55,14 @@ def test_checkpoint_roundtrip_weights_only(tmp_path: Path) -> None:
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match="bad.pt"):
         GroupedNet.load(tmp_path / "bad.pt")
+
+
+def test_a_neuron_with_no_live_input_costs_nothing(tmp_path: Path) -> None:
+    spec = instantiate(make_cfg(tmp_path).model, in_channels=1, in_hw=[28, 28])
+    net = GroupedNet.single(spec, "digit", 10)
+    net.restrict_mask("conv1", torch.zeros_like(net.mask("conv1")))  # every conv1 channel dead
+    assert int(net.alive("conv2").sum()) == 50  # conv2 keeps its weights, but reads nothing live
+    cost = all_costs(net)["digit"]
+    # conv1 and conv2 compute nothing; fc1 (2*800-1)*500 and the head (2*500-1)*10 as when dense
+    assert cost["flops"] == 1599 * 500 + 999 * 10
+    assert cost["params"] == 800 * 500 + 500 * 10

@@ -3,7 +3,8 @@
 For a subset S the computed neurons are those whose task set meets S and that are not pruned.
 A neuron reading n_in live input channels costs (2*k*k*n_in - 1)*H*W FLOPs and k*k*n_in params
 (conv, output H x W) or (2*n_in - 1) FLOPs and n_in params (linear, n_in counted after flattening).
-Summed over the neurons of a group this is the group formula. Heads count like linear layers;
+A live neuron none of whose inputs is live (n_in = 0) costs nothing. Summed over the neurons
+of a group this is the group formula. Heads count like linear layers;
 pooling, activations and biases are free. The ``nonzero_*`` figures count only unmasked non-zero
 weights, at 2 FLOPs per weight per output position.
 """
@@ -31,7 +32,7 @@ def subset_cost(net: GroupedNet, bits: int) -> dict[str, int]:
         block = weight[rows] if cols is None else weight[rows][:, cols]
         nnz = int((block != 0).sum())
         per_pos = sp.positions
-        total["flops"] += int(((2 * n_in - 1) * per_pos).sum())
+        total["flops"] += int(((2 * n_in - 1).clamp(min=0) * per_pos).sum())  # no live input: 0
         total["params"] += int(n_in.sum())
         total["nonzero_flops"] += 2 * nnz * per_pos
         total["nonzero_params"] += nnz
