@@ -117,6 +117,8 @@ def test_debug_and_experiment_override_the_top_level_keys(tmp_path: Path) -> Non
     ("trainer.num_nodes=0", "trainer.num_nodes"),
     ("evaluate.export=maybe", "evaluate.export"),
     ("dataset.batch_size=0", "dataset.batch_size"),
+    ("teachers.epochs=2.0", "teachers.epochs"),  # checked, not silently converted
+    ("finetune.alternate=1", "finetune.alternate"),
 ])
 def test_more_bad_values_fail_at_start_up(tiny, tmp_path: Path, override: str, key: str) -> None:
     with pytest.raises(ConfigError) as err:

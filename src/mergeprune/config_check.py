@@ -106,7 +106,8 @@ def _describe(tp: Any, meta: Mapping[str, Any]) -> str:
         inner = next(a for a in args if a is not type(None))
         return f"null or {_describe(inner, meta)}"
     if meta.get("choices"):
-        return f"one of {', '.join(meta['choices'])}"
+        choices = ", ".join(meta["choices"])
+        return f"a list of any of {choices}" if typing.get_origin(tp) is list else f"one of {choices}"
     low, high = meta.get("low"), meta.get("high")
     bound = (f" in {low}..{high}" if low is not None and high is not None
              else f" {'>' if meta.get('strict') else '>='} {low}" if low is not None
@@ -114,10 +115,11 @@ def _describe(tp: Any, meta: Mapping[str, Any]) -> str:
     words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
     if tp in words:
         return words[tp] + bound
+    plural = {int: "integers", float: "numbers", bool: "booleans", str: "strings"}
     if typing.get_origin(tp) is list:
-        return f"a list of {_describe(args[0], {})}s"
+        return f"a list of {plural.get(args[0], 'values')}"
     if typing.get_origin(tp) is dict:
-        return f"a map of {_describe(args[1], {})}s"
+        return f"a map to {plural.get(args[1], 'values')}"
     return str(tp)
 
 
