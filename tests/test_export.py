@@ -114,9 +114,21 @@ EXPORTED = [name for name in BUILDERS if name != "subsets3"]
 
 
 def computed_positions(net: GroupedNet, bits: int) -> int:
-    """Sum over the neurons a subset computes of their output positions."""
+    """Sum of output positions over the neurons a subset computes that read a live input.
+
+    torch's counter gives 2 FLOPs per multiply-add, the cost rule 2*n_in - 1 per output position, so
+    the two differ by one per position of every neuron with n_in > 0; a neuron without live inputs
+    costs 0 under both (a bias-only block in the program).
+    """
     rows = net.neuron_index(bits, alive_only=True)
-    return sum(len(r) * sp.positions for r, sp in zip(rows, net.layer_specs, strict=True))
+    total, prev = 0, None
+    for idx, (r, sp) in enumerate(zip(rows, net.layer_specs, strict=True)):
+        conn = net.connectivity(idx)[r]
+        if prev is not None:
+            conn = conn[:, prev]
+        total += int((conn.sum(dim=1) > 0).sum()) * sp.positions
+        prev = r
+    return total
 
 
 def reference(net: GroupedNet, bits: int, x: torch.Tensor) -> list[torch.Tensor]:
