@@ -20,6 +20,7 @@ from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import ConfigError
 from mergeprune.merger.mtz import MtzMerger
 from mergeprune.merger.mtz_zip import (
+    damped,
     greedy_match,
     inverse,
     layer_hessian,
@@ -111,7 +112,7 @@ def test_twin_pair_cost_is_zero_and_merge_keeps_weights(setup: SimpleNamespace) 
     net = NoMerger()([lo, twin_of(lo, setup.spec, "hi")]).net  # two copies side by side
     rows = [torch.arange(20), torch.arange(20, 40)]
     shared = torch.arange(1)
-    hinv = inverse(layer_hessian(setup.dm.sample(64)[0], conv=True), 1e-4)
+    hinv = inverse(damped(layer_hessian(setup.dm.sample(64)[0], conv=True), 1e-4))
     a, b = (neuron_vectors(net, 0, r, shared) for r in rows)
     cost = pair_costs(a, b, hinv, 2 * hinv)
     assert cost.diagonal().abs().max() < 1e-9
@@ -126,7 +127,7 @@ def test_merge_is_the_minimiser_of_the_summed_errors() -> None:
     wa, wb = torch.randn(4, generator=gen, dtype=torch.float64), torch.randn(4, generator=gen,
                                                                              dtype=torch.float64)
     ha, hb = layer_hessian(xa, conv=False), layer_hessian(xb, conv=False)
-    merged = merge_weights(wa[None, None], wb[None, None], inverse(ha, 0.0), inverse(hb, 0.0))[0, 0]
+    merged = merge_weights(wa[None, None], wb[None, None], inverse(ha), inverse(hb))[0, 0]
     # independently: least squares on both data sets, each neuron's own outputs as targets,
     # i.e. minimise mean_A (x~.w - x~.wa)^2 / 2 + mean_B (x~.w - x~.wb)^2 / 2
     aug_a = torch.cat([xa, torch.ones(40, 1, dtype=torch.float64)], 1) / 40**0.5
@@ -136,7 +137,7 @@ def test_merge_is_the_minimiser_of_the_summed_errors() -> None:
     best = torch.linalg.lstsq(design, target[:, None]).solution[:, 0]
     assert torch.allclose(merged, best, atol=1e-9)
     summed_error = 0.5 * ((design @ best - target) ** 2).sum()
-    cost = pair_costs(wa[None, None], wb[None, None], inverse(ha, 0.0), inverse(hb, 0.0))
+    cost = pair_costs(wa[None, None], wb[None, None], inverse(ha), inverse(hb))
     assert torch.allclose(cost[0, 0], summed_error, atol=1e-9)
 
 
@@ -175,6 +176,28 @@ def test_three_tasks_share_every_zipped_neuron(tmp_path: Path) -> None:
                                    "fc1": {"a": 7, "b": 7, "c": 7, "a+b+c": 3}}
     assert all(len(p) == 3 for r in report["layers"].values() for p in r["pairs"])
     assert set(merged(dm.sample(4)[0])) == {"a", "b", "c"}
+
+
+def test_three_tasks_weigh_in_equally_with_equal_hessians(tmp_path: Path) -> None:
+    # attribute tasks label every image, so the first layer's Hessians are equal for all three:
+    # a zipped neuron is then the plain mean of its constituents (it was 1/6, 1/6, 2/3 by order)
+    tasks = build_tasks({"a": {"kind": "attributes", "classes": [0, 1, 2]},
+                         "b": {"kind": "attributes", "classes": [3, 4, 5]},
+                         "c": {"kind": "attributes", "classes": [6, 7, 8, 9]}}, 10)
+    dm = MultiTaskDataModule(tasks, source="digits", val_size=200, test_size=300)
+    dm.setup()
+    spec = build_spec("tiny", [{"name": "conv1", "kind": "conv", "width": 6, "kernel": 3, "pool": 2},
+                               {"name": "fc1", "kind": "linear", "width": 10}], 1, (8, 8))
+    teachers = [GroupedNet.single(spec, t.name, t.n_outputs) for t in tasks]
+    x, targets = dm.sample(64, "train", seed=0)
+    valid = [torch.ones(len(x), dtype=torch.bool)] * 3
+    plan = MtzMerger(share=0.5).zip_layer(NoMerger()(teachers).net, 0, 3, x, valid)
+    for i, pair in enumerate(plan.pairs):
+        rows = [t.layers["conv1"] for t in teachers]
+        mean_w = sum(r.weight[k] for r, k in zip(rows, pair, strict=True)) / 3
+        mean_b = sum(r.bias[k] for r, k in zip(rows, pair, strict=True)) / 3
+        torch.testing.assert_close(plan.weight[i], mean_w.detach(), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(plan.bias[i], mean_b.detach(), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize(("kwargs", "key"), [

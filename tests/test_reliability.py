@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mergeprune import cache
 from mergeprune.cache import StageCache
 from mergeprune.pipeline import run_job
 from mergeprune.results import measured, same_network
@@ -40,6 +41,17 @@ def test_a_stage_does_not_depend_on_the_random_state_before_it(tiny, tmp_path: P
     torch.rand(1000)
     second = run_job(cfg, tmp_path / "b")
     assert measured(first) == measured(second)
+
+
+def test_a_new_cache_version_retires_entries_without_reseeding(tiny, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    first = run_job(tiny(*JOB, "merger=concat"), tmp_path / "a")
+    monkeypatch.setattr(cache, "CACHE_VERSION", cache.CACHE_VERSION + 1)
+    second = run_job(tiny(*JOB, "merger=concat"), tmp_path / "b")
+    assert not any(t["reused"] for t in second["teachers"].values())  # the old entries are retired
+    first.pop("job_key"), second.pop("job_key")  # the job's own key names the cache version
+    assert measured(first) == measured(second)  # but every stage is seeded as before
+    assert same_network(tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt")
 
 
 def test_finished_folder_is_reused_only_for_the_same_config(tiny, tmp_path: Path,

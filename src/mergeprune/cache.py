@@ -30,13 +30,18 @@ T = TypeVar("T")
 
 # 2: stages seed themselves from their key, so entries written by version 1 may differ
 # 3: MTZ's light retraining runs through the shared fit, so version-2 MTZ merges differ
-CACHE_VERSION = 3
+# 4: MTZ merges three or more teachers with the summed Hessians (version-3 merges of >2 tasks differ)
+CACHE_VERSION = 4
+# Stages seed themselves from their payload hashed with this version, which stays fixed: a new
+# CACHE_VERSION retires stored entries without reseeding (and so changing) every stage.
+SEED_VERSION = 3
 HOST = socket.gethostname()
 
 
-def cache_key(payload: Any) -> str:
-    """Stable short hash of plain data."""
-    blob = json.dumps({"v": CACHE_VERSION, "p": payload}, sort_keys=True, default=str)
+def cache_key(payload: Any, version: int | None = None) -> str:
+    """Stable short hash of plain data and a format version (default CACHE_VERSION)."""
+    blob = json.dumps({"v": CACHE_VERSION if version is None else version, "p": payload},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

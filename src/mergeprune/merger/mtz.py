@@ -47,6 +47,7 @@ from mergeprune.merger.assemble import alongside
 from mergeprune.merger.mtz_rebuild import rebuild
 from mergeprune.merger.mtz_zip import (
     ZipPlan,
+    damped,
     greedy_match,
     inverse,
     layer_hessian,
@@ -132,17 +133,21 @@ class MtzMerger:
         shared = (net.input_groups(idx) == net.full_set).nonzero().flatten()
         conv = net.layer_specs[idx].kind == "conv"
         feats = layer_input(net, idx, x)[:, shared]
-        hinv = [inverse(layer_hessian(feats[v], conv), self.damping) for v in valid]
+        hess = [damped(layer_hessian(feats[v], conv), self.damping) for v in valid]
+        hinv = [inverse(h) for h in hess]
         vecs = [neuron_vectors(net, idx, r, shared) for r in rows]
         left, right, costs = greedy_match(pair_costs(vecs[0], vecs[1], hinv[0], hinv[1]), count)
         chosen = [left, right]
         merged = merge_weights(vecs[0][left], vecs[1][right], hinv[0], hinv[1])
-        hinv_shared = hinv[0] + hinv[1]
+        # the zipped neurons so far minimise the summed errors of their tasks: their Hessian is the
+        # sum of the tasks' Hessians, so every task weighs in by its own Hessian, whatever the order
+        h_shared = hess[0] + hess[1]
         for t in range(2, n_tasks):
+            hinv_shared = inverse(h_shared)
             left, right, step_costs = greedy_match(pair_costs(merged, vecs[t], hinv_shared, hinv[t]), count)
             chosen = [c[left] for c in chosen] + [right]
             merged = merge_weights(merged[left], vecs[t][right], hinv_shared, hinv[t])
-            hinv_shared = hinv_shared + hinv[t]
+            h_shared = h_shared + hess[t]
             costs = costs + step_costs
         return plan_layer(net, idx, rows, chosen, merged, costs)
 

@@ -42,11 +42,15 @@ def layer_hessian(feats: Tensor, conv: bool) -> Tensor:
     return rows.T @ rows / len(rows)
 
 
-def inverse(hessian: Tensor, damping: float) -> Tensor:
-    """Inverse of a Hessian with damping * (mean diagonal) added to its diagonal (pseudo-inverse at 0)."""
+def damped(hessian: Tensor, damping: float) -> Tensor:
+    """A Hessian with damping * (mean diagonal) added to its diagonal."""
     eye = torch.eye(len(hessian), dtype=hessian.dtype)
-    damped = hessian + damping * hessian.diagonal().mean() * eye
-    return torch.linalg.pinv(damped, hermitian=True)
+    return hessian + damping * hessian.diagonal().mean() * eye
+
+
+def inverse(hessian: Tensor) -> Tensor:
+    """The (pseudo-)inverse of a symmetric Hessian."""
+    return torch.linalg.pinv(hessian, hermitian=True)
 
 
 def neuron_vectors(net: GroupedNet, idx: int, rows: Tensor, shared: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from mergeprune.cache import cache_key
+from mergeprune.cache import SEED_VERSION, cache_key
 from mergeprune.config_check import STAGES
 from mergeprune.context import Built
 from mergeprune.cost import group_sizes
@@ -39,11 +39,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Part:
-    """One network the job carries between stages: the tasks it serves and its cache key."""
+    """One network the job carries between stages: the tasks it serves, its cache key and seed key."""
 
     tasks: list[str]
     net: GroupedNet
     key: str
+    seed: str  # the same chain hashed with cache.SEED_VERSION: what seeds the stages after it
 
     @property
     def name(self) -> str:
@@ -98,17 +99,20 @@ def _cfg(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True)
 
 
-def _cached_net(job: Any, stage: str, payload: dict[str, Any],
-                make: Callable[[str], Built]) -> tuple[GroupedNet, dict, str]:
-    """Build a network with make(key) unless cached; returns (net, report, key).
+def _cached_net(job: Any, stage: str, describe: Callable[[Any], dict[str, Any]], inputs: tuple[Any, Any],
+                make: Callable[[str], Built]) -> tuple[GroupedNet, dict, str, str]:
+    """Build a network with make(key) unless cached; returns (net, report, key, seed key).
 
-    The stage is seeded from the job seed and its key first, so what it builds depends on the key
-    alone, not on what ran before it in this process.
+    describe(ids) is the stage's payload given its inputs' identities; inputs = (their cache keys,
+    their seed keys). The stage is seeded from the job seed and its seed key first, so what it builds
+    depends on the chain of payloads alone: not on what ran before it in this process, nor on the
+    cache's format version.
     """
-    key = cache_key(payload)
+    payload = describe(inputs[0])
+    key, seed = cache_key(payload), cache_key(describe(inputs[1]), SEED_VERSION)
 
     def build(folder: Path) -> None:
-        seed_all(stage_seed(job.cfg.seed, key))
+        seed_all(stage_seed(job.cfg.seed, seed))
         net, report = make(key)
         net.save(folder / "net.pt")
         (folder / "report.json").write_text(json.dumps(report, indent=1, default=str))
@@ -119,7 +123,7 @@ def _cached_net(job: Any, stage: str, payload: dict[str, Any],
     (net, report), reused = job.cache.get_or_build(stage, payload, build, load)
     if reused:
         log.info("%s: reusing cached result from %s", stage, job.cache.entry(stage, key))
-    return net, report, key
+    return net, report, key, seed
 
 
 def run_merge(job: Any, teachers: dict[str, Teacher]) -> list[Part]:
@@ -129,15 +133,17 @@ def run_merge(job: Any, teachers: dict[str, Teacher]) -> list[Part]:
     parts = []
     for tasks in merger.parts(names):
         if len(tasks) == 1:
-            parts.append(Part(list(tasks), copy.deepcopy(teachers[tasks[0]].net), teachers[tasks[0]].key))
+            one = teachers[tasks[0]]
+            parts.append(Part(list(tasks), copy.deepcopy(one.net), one.key, one.seed))
             continue
         if list(tasks) != names:
             raise ConfigError(f"merger {job.cfg.merger.name}: a merged part must hold every task "
                               f"({'+'.join(names)}), got {'+'.join(tasks)}")
-        payload = {"teachers": [teachers[t].key for t in tasks], "merger": _cfg(job.cfg.merger)}
-        net, report, key = _cached_net(job, "merge", payload, lambda key, tasks=tasks: merger(
-            [copy.deepcopy(teachers[t].net) for t in tasks], job.context))
-        parts.append(Part(list(tasks), net, key))
+        net, report, key, seed = _cached_net(
+            job, "merge", lambda ids: {"teachers": ids, "merger": _cfg(job.cfg.merger)},
+            ([teachers[t].key for t in tasks], [teachers[t].seed for t in tasks]),
+            lambda key, tasks=tasks: merger([copy.deepcopy(teachers[t].net) for t in tasks], job.context))
+        parts.append(Part(list(tasks), net, key, seed))
         job.results["merge"] = report
         job.results["groups_merged"] = group_sizes(net)
     return parts
@@ -148,11 +154,11 @@ def _each_part(job: Any, stage: str, parts: list[Part], cfg_node: Any,
     """apply(part, tag, key) to every part, cached; one report, or one per part when there are several."""
     out, reports = [], {}
     for part in parts:
-        payload = {"input": part.key, stage: _cfg(cfg_node), "seed": int(job.cfg.seed)}
         tag = stage if len(parts) == 1 else f"{stage}/{part.name}"
-        net, report, key = _cached_net(job, stage, payload,
-                                       lambda key, part=part, tag=tag: apply(part, tag, key))
-        out.append(Part(part.tasks, net, key))
+        net, report, key, seed = _cached_net(
+            job, stage, lambda ids: {"input": ids, stage: _cfg(cfg_node), "seed": int(job.cfg.seed)},
+            (part.key, part.seed), lambda key, part=part, tag=tag: apply(part, tag, key))
+        out.append(Part(part.tasks, net, key, seed))
         reports[part.name] = report
     job.results["pruning" if stage == "prune" else stage] = (
         reports[parts[0].name] if len(parts) == 1 else reports)

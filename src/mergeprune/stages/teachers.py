@@ -13,7 +13,7 @@ from typing import Any
 import pytorch_lightning as pl
 from omegaconf import OmegaConf
 
-from mergeprune.cache import cache_key
+from mergeprune.cache import SEED_VERSION, cache_key
 from mergeprune.cost import all_costs
 from mergeprune.models.grouped import CheckpointError, GroupedNet
 from mergeprune.training.module import MultiTaskModule
@@ -32,6 +32,7 @@ class Teacher:
     path: Path
     reused: bool
     key: str  # its cache key (what the stages after it chain onto)
+    seed: str  # its payload hashed with cache.SEED_VERSION (what seeds the stages after it)
 
 
 def data_identity(dataset_cfg: Any) -> dict[str, Any]:
@@ -80,7 +81,8 @@ def train_teachers(job: Any) -> dict[str, Teacher]:
         if reused:
             log.info(f"teachers: reusing cached teacher '{task.name}' "
                   f"(test acc {info['accuracy']:.4f}) from {folder}")
-        teachers[task.name] = Teacher(task.name, net, info["accuracy"], info["cost"], folder, reused, key)
+        teachers[task.name] = Teacher(task.name, net, info["accuracy"], info["cost"], folder, reused, key,
+                                     cache_key(payload, SEED_VERSION))
     return teachers
 
 
