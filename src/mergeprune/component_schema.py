@@ -80,15 +80,11 @@ class NoPrunerConf:
 
 
 @dataclass
-class AdmmPrunerConf:
-    """pruner=admm (and admm_neurons)."""
+class AdmmKnobs:
+    """The knobs both ADMM pruners have (one-shot: admm, admm_neurons; admm_progressive)."""
 
-    _target_: str = "mergeprune.pruner.admm.AdmmPruner"
     _recursive_: bool = False
-    name: str = "admm"
     granularity: str = "unstructured"
-    keep: dict[str, float] | None = None
-    target_compression: float | None = None
     proportions: dict[str, float] | None = None
     rho: float = 1e-3
     rho_multiplier: float = 1.5
@@ -101,25 +97,24 @@ class AdmmPrunerConf:
 
 
 @dataclass
-class ProgressiveAdmmPrunerConf:
+class AdmmPrunerConf(AdmmKnobs):
+    """pruner=admm (and admm_neurons)."""
+
+    _target_: str = "mergeprune.pruner.admm.AdmmPruner"
+    name: str = "admm"
+    keep: dict[str, float] | None = None
+    target_compression: float | None = None
+
+
+@dataclass
+class ProgressiveAdmmPrunerConf(AdmmKnobs):
     """pruner=admm_progressive."""
 
     _target_: str = "mergeprune.pruner.admm_progressive.ProgressiveAdmmPruner"
-    _recursive_: bool = False
     name: str = "admm_progressive"
-    granularity: str = "unstructured"
     targets: list[float] | None = None
     stages: list[Any] | None = None
-    proportions: dict[str, float] | None = None
     pool_size: int = 1
-    rho: float = 1e-3
-    rho_multiplier: float = 1.5
-    rho_max: float = 1.0
-    iterations: int = 15
-    epochs_per_iteration: int = 2
-    optimizer: Any = None
-    retrain_epochs: int = 20
-    retrain_optimizer: Any = None
 
 
 @dataclass

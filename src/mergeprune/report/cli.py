@@ -5,13 +5,18 @@ write the report, print the headline sentences and the paths written).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mergeprune.report.compare import Options, comparisons, headline_sentences_all
 from mergeprune.report.runs import gather
 from mergeprune.report.values import METRICS
 from mergeprune.report.writers import write_report
+
+log = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,22 +39,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+@contextmanager
+def _console() -> Iterator[None]:
+    """While the command runs, its INFO messages go to stdout as plain lines, warnings to stderr."""
+    out, err = logging.StreamHandler(sys.stdout), logging.StreamHandler(sys.stderr)
+    out.addFilter(lambda record: record.levelno < logging.WARNING)
+    err.setLevel(logging.WARNING)
+    for handler in (out, err):
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    level, propagate = log.level, log.propagate
+    log.setLevel(logging.INFO)
+    log.propagate = False  # printed once, even where the caller configured logging itself
+    try:
+        yield
+    finally:
+        log.removeHandler(out)
+        log.removeHandler(err)
+        log.setLevel(level)
+        log.propagate = propagate
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console script: gather the runs, write the report, print the paths written."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    with _console():
+        return _report(args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Gather the runs below args.dirs, write the report and log the headline and paths."""
     for d in args.dirs:
         if not Path(d).is_dir():
-            print(f"warning: {d} is not a directory", file=sys.stderr)
+            log.warning("warning: %s is not a directory", d)
     runs = gather(args.dirs)
     if not any(r.status != "missing" for r in runs):
         missing = len(runs)
-        print("no results found" + (f" ({missing} Hydra job folders without results.json)"
-                                    if missing else ""))
+        log.info("no results found" + (f" ({missing} Hydra job folders without results.json)"
+                                       if missing else ""))
         return 1
     opts = Options(list(args.dirs), args.out or Path(args.dirs[0]), args.tolerance, args.metric)
     written = write_report(runs, opts)
     for line in headline_sentences_all(comparisons(runs), opts):
-        print(line)
+        log.info(line)
     for path in written:
-        print(f"wrote {path}")
+        log.info("wrote %s", path)
     return 0
