@@ -15,6 +15,7 @@ from mergeprune.context import Context
 from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import ConfigError
 from mergeprune.merger.mi import (
+    Estimator,
     Labels,
     entropy,
     mutual_information,
@@ -28,6 +29,9 @@ from mergeprune.models.spec import build_spec
 from mergeprune.tasks import build_tasks
 from mergeprune.training.fit import fit
 from mergeprune.training.module import MultiTaskModule
+
+
+RAW = Estimator.named("raw")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -115,10 +119,10 @@ def test_incremental_greedy_matches_naive_recomputation():
     for alpha in (0.3, 0.8, 1.5):
         n = next((i for i, v in enumerate(trace) if v >= alpha), len(trace))  # the naive search stops there
         for chunk, budget in ((5, 1 << 29), (5, 0)):  # kernels cached, or recomputed per chunk
-            fast, fast_trace = greedy_irrelevant(acts, labels, 0.1, alpha, chunk=chunk, budget=budget)
+            fast, fast_trace = greedy_irrelevant(acts, labels, RAW, alpha, chunk=chunk, budget=budget)
             assert fast == order[:n]
             assert fast_trace == pytest.approx(trace[:n], abs=1e-9)
-    assert greedy_irrelevant(acts, labels, 0.1, 0.0)[0] == []
+    assert greedy_irrelevant(acts, labels, RAW, 0.0)[0] == []
 
 
 def test_constant_neurons_join_at_once():
@@ -127,7 +131,7 @@ def test_constant_neurons_join_at_once():
     acts[:, 2] = 0.0
     acts[:, 4] = 1.5
     labels = Labels.from_tensor(torch.randint(0, 2, (2, 32), generator=gen))
-    chosen, trace = greedy_irrelevant(acts, labels, 0.1, 1e-6)
+    chosen, trace = greedy_irrelevant(acts, labels, RAW, 1e-6)
     assert chosen == [2, 4] and trace == [0.0, 0.0]
 
 
@@ -136,7 +140,7 @@ def test_greedy_on_40_conv_candidates_is_fast():
     acts = torch.relu(torch.randn(128, 40, generator=gen))
     labels = Labels.from_tensor(torch.randint(0, 2, (5, 128), generator=gen))
     start = time.perf_counter()
-    chosen, _ = greedy_irrelevant(acts, labels, 0.1, float("inf"))
+    chosen, _ = greedy_irrelevant(acts, labels, RAW, float("inf"))
     seconds = time.perf_counter() - start
     assert len(chosen) == 40  # the worst case: every candidate is added, one step each
     assert seconds < 1.0
@@ -218,7 +222,8 @@ def test_closures_keep_each_task_exact_apart_from_dropped_neurons(setup, closure
         ref = GroupedNet.from_checkpoint({"meta": teacher.metadata(), "state": teacher.state_dict()})
         for idx, name in enumerate(net.names[:-1]):
             keep = torch.zeros(len(ref.groups(name)), dtype=torch.bool)
-            keep[[n for o, n in plan.sources[idx] if o == k]] = True
+            mine = plan.sets[idx][plan.owners[idx] == k]
+            keep[((mine >> k) & 1).bool()] = True  # k's neurons that still serve task k
             ref.prune_neurons(name, keep)
         task = teacher.tasks[0]
         gaps.append(float((out[task] - ref(x)[task]).abs().max()))

@@ -17,6 +17,21 @@ so the class sums of every row come from one matmul with a class-membership matr
 of ones for S_i). P_ii = 1, hence
 every logarithm taken is of a number >= 1 and nothing underflows. A task's MI (PAM's convention) is
 the sum of the MIs of its discrete labels (`task_labels`), not their joint MI. Units: nats.
+
+PAM scores sets of neurons with this bound (`Estimator`) in one of two ways:
+
+- ``raw`` (the authors' code): activations as they are, D summed over the set's neurons, sigma^2 = 0.1.
+  On ReLU activations whose spread is much larger than sigma the kernel exp(-D / 2 sigma^2) is
+  nearly the identity, and then the estimate is the label entropy whatever the labels are.
+- ``calibrated`` (default): the layer's activations divided by one scale (`layer_scale`: the root
+  mean variance of its varying neurons) and D divided by the layer's number of varying neurons, so
+  the whole layer's distances are per-neuron averages (about 2 for independent samples) and sigma^2 =
+  1 is the variance of a typical neuron: the kernel of the whole layer, and of every subset, is far
+  from diagonal, and the kernel width is the same for every set of the layer, so adding a neuron to a
+  set never hides information already in it.
+- ``averaged``: the same scale, but D averaged over the set's own varying neurons (a width that grows
+  with the set). Adding label-independent neurons then dilutes the set's distances, so a set can
+  hold informative neurons and still score low; kept for comparison.
 """
 
 from __future__ import annotations
@@ -87,6 +102,68 @@ class Labels:
     def to(self, dtype: torch.dtype) -> Labels:
         """The same labels with the membership matrix in another dtype."""
         return Labels(self.membership.to(dtype), self.n_labels, self.constant)
+
+
+ESTIMATORS = ("calibrated", "averaged", "raw")
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """How a set of neurons is scored: the bound above with kernel exp(-w D) on prepared activations."""
+
+    sigma2: float
+    scaled: bool = False  # activations divided by one scale per layer (calibrated, averaged)
+    per_set: bool = False  # D averaged over the set's varying neurons (averaged), else over the layer's
+
+    @staticmethod
+    def named(name: str, sigma2: float | None = None) -> Estimator:
+        """An estimator by name; sigma2 defaults to 1.0 (calibrated, averaged) or 0.1 (raw)."""
+        scaled = name != "raw"
+        return Estimator(float(sigma2) if sigma2 is not None else (1.0 if scaled else 0.1), scaled,
+                         name == "averaged")
+
+    @property
+    def name(self) -> str:
+        """The estimator's config name."""
+        return "raw" if not self.scaled else "averaged" if self.per_set else "calibrated"
+
+    def width(self, size: int) -> float:
+        """The factor w of the kernel exp(-w D) of a set with `size` varying neurons."""
+        return 1.0 / (2 * self.sigma2 * (max(size, 1) if self.per_set else 1))
+
+    def prepare(self, acts: Tensor) -> Tensor:
+        """A layer's activations [B, N] as the estimator reads them.
+
+        calibrated: divided by the layer's scale times sqrt(its number of varying neurons), so the
+        distances of the whole layer are averaged over its neurons and those of any subset are smaller.
+        """
+        if not self.scaled:
+            return acts
+        live = max(int(varying(acts).sum()), 1)
+        return acts / (layer_scale(acts) * (1.0 if self.per_set else live ** 0.5))
+
+    def set_mi(self, acts: Tensor, labels: Labels) -> float:
+        """MI (nats) of the set of all columns of prepared activations [B, n] with the labels."""
+        size = int(varying(acts).sum())
+        kernel = torch.exp(-self.width(size) * pairwise_sq_dists(acts))
+        return float(mi_from_kernel(kernel, labels.to(acts.dtype)))
+
+    def neuron_mis(self, acts: Tensor, labels: Labels) -> Tensor:
+        """MI (nats) of every single column of prepared activations [B, n] with the labels."""
+        return mi_from_kernel(torch.exp(-self.width(1) * neuron_sq_dists(acts)), labels.to(acts.dtype))
+
+
+def varying(acts: Tensor) -> Tensor:
+    """[N] bool: the neurons whose activation is not constant on the batch."""
+    return acts.amax(0) != acts.amin(0)
+
+
+def layer_scale(acts: Tensor) -> float:
+    """One scale for a layer's activations [B, N]: the root mean variance of its varying neurons."""
+    live = varying(acts)
+    if not bool(live.any()):
+        return 1.0
+    return float(acts[:, live].double().var(0).mean().sqrt())
 
 
 def task_labels(task: Task, target: Tensor) -> Labels:

@@ -48,18 +48,18 @@ from torch import Tensor
 from mergeprune.context import Built, Context, together
 from mergeprune.errors import ConfigError, check_choice, check_int, check_number
 from mergeprune.merger.assemble import Source, assemble
-from mergeprune.merger.mi import Labels, task_labels
+from mergeprune.merger.mi import ESTIMATORS, Estimator, Labels, task_labels, varying
 from mergeprune.merger.pam_compensate import compensate_biases
 from mergeprune.merger.pam_groups import (
     assign_groups,
     keep_one,
     kept_sources,
     narrow,
-    own_task_sets,
     relevance,
     teacher_links,
     widen,
 )
+from mergeprune.merger.pam_evidence import task_evidence
 from mergeprune.merger.pam_search import greedy_irrelevant
 from mergeprune.models.grouped import GroupedNet, subset_key
 
@@ -67,6 +67,7 @@ log = logging.getLogger(__name__)
 
 GROUPINGS = ("star", "subsets")
 CLOSURES = ("widen", "narrow", "cut")
+THRESHOLDS = ("layer", "entropy", "nats")
 
 
 @dataclass
@@ -74,6 +75,7 @@ class PamPlan:
     """PAM's decision before the network is assembled."""
 
     sets: list[Tensor]  # per hidden layer: the task set (bitmask) of every teacher neuron, 0 = dropped
+    owners: list[Tensor]  # per hidden layer: the teacher of every candidate
     sources: list[list[Source]]  # per hidden layer: (teacher, neuron) of each kept neuron
     means: list[list[Tensor]]  # per teacher, per hidden layer: batch-mean output (bias compensation)
     layers: dict[str, dict[str, Any]]  # per layer: what the regrouping found
@@ -85,15 +87,22 @@ class PamMerger:
 
     parts = staticmethod(together)
 
-    def __init__(self, name: str = "pam", *, alpha_conv: float, alpha_fc: float, sigma2: float = 0.1,
-                 samples: int = 128, grouping: str = "star", layers: Sequence[str] | None = None,
-                 seed: int = 0, closure: str = "widen", compensate: bool = True, relative: bool = False,
-                 chunk: int = 256, threads: int = 1):
+    def __init__(self, name: str = "pam", *, alpha_conv: float, alpha_fc: float, estimator: str = "calibrated",
+                 sigma2: float | None = None, threshold: str | None = None, samples: int = 128,
+                 grouping: str = "star", layers: Sequence[str] | None = None, seed: int = 0,
+                 closure: str = "widen", compensate: bool = True, null_draws: int = 8, chunk: int = 256,
+                 threads: int = 1):
         self.name = name
         self.alpha_conv = check_number(alpha_conv, "merger.alpha_conv", low=0.0)
         self.alpha_fc = check_number(alpha_fc, "merger.alpha_fc", low=0.0)
-        self.sigma2 = check_number(sigma2, "merger.sigma2", low=0.0, strict=True)
+        kind = check_choice(estimator, "merger.estimator", ESTIMATORS)
+        if sigma2 is not None:
+            check_number(sigma2, "merger.sigma2", low=0.0, strict=True)
+        self.estimator = Estimator.named(kind, sigma2)
+        default = "entropy" if kind == "raw" else "layer"
+        self.threshold = check_choice(threshold or default, "merger.threshold", THRESHOLDS)
         self.samples = check_int(samples, "merger.samples", 2)
+        self.null_draws = check_int(null_draws, "merger.null_draws", 0)
         self.chunk = check_int(chunk, "merger.chunk", 1)
         self.threads = check_int(threads, "merger.threads", 0)
         self.grouping = check_choice(grouping, "merger.grouping", GROUPINGS)
@@ -101,7 +110,7 @@ class PamMerger:
         if layers is not None and (isinstance(layers, str) or not all(isinstance(x, str) for x in layers)):
             raise ConfigError(f"merger.layers={layers}; allowed: null (all hidden layers) or a list of layer names")
         self.layers = None if layers is None else list(layers)
-        self.seed, self.compensate, self.relative = int(seed), bool(compensate), bool(relative)
+        self.seed, self.compensate = int(seed), bool(compensate)
 
     @torch.no_grad()
     def __call__(self, teachers: Sequence[GroupedNet], ctx: Context) -> Built:
@@ -123,8 +132,8 @@ class PamMerger:
             pool = torch.cat([a[idx] for a in acts], dim=1)
             owner = torch.cat([torch.full((a[idx].shape[1],), k) for k, a in enumerate(acts)])
             alpha = self.alpha_conv if teachers[0].layer_specs[idx].kind == "conv" else self.alpha_fc
-            layer_sets, report[name] = self._regroup_layer(name, pool, owner, labels, tasks, alpha,
-                                                           name in regroup)
+            layer_sets, report[name] = self._regroup_layer(name, pool, labels, tasks, alpha, name in regroup)
+            keep_one(layer_sets, owner, self.estimator.prepare(pool), labels, self.estimator)
             sets.append(layer_sets)
             owners.append(owner)
         links = [[teacher_links(t, idx) for t in teachers] for idx in range(1, len(names))]
@@ -133,7 +142,7 @@ class PamMerger:
         elif self.closure == "narrow":
             narrow(sets, owners, links)
         sources = [kept_sources(s, o) for s, o in zip(sets, owners, strict=True)]
-        return PamPlan(sets, sources, list(means), report, start)
+        return PamPlan(sets, owners, sources, list(means), report, start)
 
     @torch.no_grad()
     def build(self, teachers: Sequence[GroupedNet], plan: PamPlan) -> Built:
@@ -144,42 +153,51 @@ class PamMerger:
         if self.compensate:
             compensate_biases(net, teachers, plan.sources, plan.means)
         report = plan.layers
-        for name, s in zip(names, plan.sets, strict=True):
+        for name, s, owner in zip(names, plan.sets, plan.owners, strict=True):
             report[name]["dropped"] = int((s == 0).sum())
             report[name]["groups"] = _counts(s, tasks)
+            for k, t in enumerate(tasks):
+                mine = report[name]["tasks"][t]
+                mine["exclusive"] = int((s == 1 << k).sum())
+                mine["own"] = int(((s == 1 << k) & (owner == k)).sum())
         summary = {"layers": report, "closure": self.closure, "grouping": self.grouping,
+                   "estimator": self.estimator.name,
+                   "sigma2": self.estimator.sigma2, "threshold": self.threshold,
                    "seconds": round(time.perf_counter() - plan.started, 3)}
         log.info(f"pam: after closure={self.closure}: " + "; ".join(
             f"{n} dropped {r['dropped']} groups {r['groups']}" for n, r in report.items()))
         return Built(net, summary)
 
-    def _regroup_layer(self, name: str, pool: Tensor, owner: Tensor, labels: Sequence[Labels],
-                       tasks: Sequence[str], alpha: float, regroup: bool) -> tuple[Tensor, dict[str, Any]]:
-        """Task set of every candidate of one layer (0 = dropped) before the closure, and its report."""
+    def _regroup_layer(self, name: str, pool: Tensor, labels: Sequence[Labels], tasks: Sequence[str],
+                       alpha: float, regroup: bool) -> tuple[Tensor, dict[str, Any]]:
+        """Task set of every candidate of one layer (0 = dropped) before the closure, and its evidence."""
         t0 = time.perf_counter()
-        thresholds = [self._threshold(alpha, lab, name, t) if regroup else 0.0
-                      for lab, t in zip(labels, tasks, strict=True)]
+        acts = self.estimator.prepare(pool)
+        whole = [self.estimator.set_mi(acts, lab) for lab in labels]
+        thresholds = [self._threshold(alpha, lab, mi, name, t) if regroup else 0.0
+                      for lab, mi, t in zip(labels, whole, tasks, strict=True)]
         with _threads(self.threads):
-            irr = [greedy_irrelevant(pool, lab, self.sigma2, thr, self.chunk)[0]
+            irr = [greedy_irrelevant(acts, lab, self.estimator, thr, self.chunk)[0]
                    for lab, thr in zip(labels, thresholds, strict=True)]
-        raw = assign_groups(relevance(irr, pool.shape[1]), len(tasks), self.grouping)
-        sets = own_task_sets(raw, owner, len(tasks), self.grouping)
-        keep_one(sets, owner, pool, labels, self.sigma2)
-        seconds = time.perf_counter() - t0
-        entry = {"candidates": int(pool.shape[1]), "regrouped": regroup,
-                 "thresholds": {t: round(v, 4) for t, v in zip(tasks, thresholds, strict=True)},
-                 "irrelevant": {t: len(i) for t, i in zip(tasks, irr, strict=True)},
-                 "mi_groups": _counts(raw, tasks), "seconds": round(seconds, 4)}
-        log.info(f"pam: {name}: {seconds:.2f} s, {pool.shape[1]} candidates, irrelevant {entry['irrelevant']}, "
-              f"groups by MI {entry['mi_groups']}")
+        sets = assign_groups(relevance(irr, pool.shape[1]), len(tasks), self.grouping)
+        entry = {"candidates": int(pool.shape[1]), "constant": int((~varying(acts)).sum()), "regrouped": regroup,
+                 "tasks": task_evidence(acts, irr, labels, whole, thresholds, self.estimator,
+                                        self.null_draws, self.seed, tasks),
+                 "mi_groups": _counts(sets, tasks)}
+        entry["seconds"] = round(time.perf_counter() - t0, 4)
+        log.info(f"pam: {name}: {entry['seconds']:.2f} s, {pool.shape[1]} candidates "
+                 f"({entry['constant']} constant), groups by MI {entry['mi_groups']}; "
+                 + "; ".join(f"{t}: layer MI {e['layer_mi']:.3f}, threshold {e['threshold']:.3f}, "
+                             f"|Irr| {e['irrelevant']}, null {e['null_mi']:.3f}" for t, e in entry["tasks"].items()))
         return sets, entry
 
-    def _threshold(self, alpha: float, labels: Labels, layer: str, task: str) -> float:
+    def _threshold(self, alpha: float, labels: Labels, whole: float, layer: str, task: str) -> float:
         """The MI threshold (nats) of one task in one layer; warns when it makes every neuron irrelevant."""
-        thr = alpha * labels.entropy if self.relative else alpha
-        if thr >= labels.entropy > 0:
-            log.warning(f"pam: {layer}: threshold {thr:.3f} nats >= the label entropy {labels.entropy:.3f} "
-                  f"of task '{task}', so every neuron is irrelevant to it (lower merger.alpha_*)")
+        base = {"layer": whole, "entropy": labels.entropy, "nats": 1.0}[self.threshold]
+        thr = alpha * base
+        if thr >= whole > 0:
+            log.warning(f"pam: {layer}: threshold {thr:.3f} nats >= the MI {whole:.3f} of the whole layer "
+                        f"with task '{task}', so every neuron is irrelevant to it (lower merger.alpha_*)")
         return thr
 
     def _regrouped(self, names: list[str]) -> set[str]:

@@ -3,11 +3,12 @@
 Rules that turn the groups into a valid grouped network (stated here because PAM's code leaves
 the merged network to retraining):
 
-- Own task: a kept neuron of teacher k always gets k's task too (star: a set that is then neither
-  {k} nor all tasks becomes all tasks, so the partition stays a star). Task k's head only reads
-  teacher k's neurons at first (cross-teacher links start at zero), so it needs them all.
-- Keep one: a teacher whose neurons of a layer would all be dropped keeps its neuron with the
-  highest MI with its own task (set {k}), so every head stays connected.
+- Groups as PAM's code forms them: a neuron relevant only to task s is exclusive to s, whichever
+  teacher it comes from (its links to the other teacher's neurons start at zero and its teacher's
+  readers lose it: compensation replaces it there by its mean); relevant to several tasks: shared
+  (star) or that subset (subsets); relevant to none: dropped.
+- Keep one: a teacher none of whose neurons of a layer would serve its own task keeps its neuron
+  with the highest MI with that task for it, so every head stays connected to its teacher.
 - Closure (``closure``): a grouped neuron may only read neurons whose task set contains its own, so
   a shared neuron of teacher k cannot read k's exclusive neurons. ``widen`` (default) propagates
   top-down: a neuron read by a same-teacher neuron through a live weight gets the reader's tasks
@@ -28,7 +29,7 @@ import torch
 from torch import Tensor
 
 from mergeprune.merger.assemble import Source
-from mergeprune.merger.mi import Labels, mi_from_dists, neuron_sq_dists
+from mergeprune.merger.mi import Estimator, Labels
 from mergeprune.models.grouped import GroupedNet
 
 
@@ -66,24 +67,18 @@ def assign_groups(relevant: Tensor, n_tasks: int, grouping: str) -> Tensor:
     return torch.where(relevant == 0, 0, torch.where(single, relevant, full))
 
 
-def own_task_sets(groups: Tensor, owner: Tensor, n_tasks: int, grouping: str) -> Tensor:
-    """Add each kept neuron's own teacher's task to its set (star: keep the partition a star)."""
-    own = 1 << owner
-    sets = torch.where(groups == 0, 0, groups | own)
-    if grouping == "star":
-        full = (1 << n_tasks) - 1
-        sets = torch.where((sets != 0) & (sets != own), full, sets)
-    return sets
+def keep_one(sets: Tensor, owner: Tensor, acts: Tensor, labels: Sequence[Labels], estimator: Estimator) -> None:
+    """In place: a teacher none of whose neurons serves its own task keeps its most informative one for it.
 
-
-def keep_one(sets: Tensor, owner: Tensor, acts: Tensor, labels: Sequence[Labels], sigma2: float) -> None:
-    """In place: a teacher with every neuron dropped keeps its most informative one, exclusive to it."""
+    That neuron becomes exclusive to the task if it was dropped, else shared by all tasks.
+    """
+    full = (1 << len(labels)) - 1
     for k, lab in enumerate(labels):
         mine = (owner == k).nonzero().flatten()
-        if len(mine) == 0 or (sets[mine] != 0).any():
+        if len(mine) == 0 or ((sets[mine] >> k) & 1).any():
             continue
-        mi = mi_from_dists(neuron_sq_dists(acts[:, mine]), lab.to(acts.dtype), sigma2)
-        sets[mine[int(mi.argmax())]] = 1 << k
+        best = mine[int(estimator.neuron_mis(acts[:, mine], lab).argmax())]
+        sets[best] = 1 << k if int(sets[best]) == 0 else full
 
 
 # ----- closure: make every teacher link legal in the grouped network ------------------------------
@@ -116,7 +111,7 @@ def widen(sets: list[Tensor], owners: list[Tensor], links: list[list[Tensor]]) -
 
 
 def narrow(sets: list[Tensor], owners: list[Tensor], links: list[list[Tensor]]) -> None:
-    """In place, bottom-up: a kept neuron loses the tasks some same-teacher kept source lacks."""
+    """In place, bottom-up: a kept neuron loses the tasks some same-teacher source serving that teacher lacks."""
     n_tasks = len(links[0]) if links else 0
     for idx in range(1, len(sets)):
         for k in range(n_tasks):
@@ -124,7 +119,8 @@ def narrow(sets: list[Tensor], owners: list[Tensor], links: list[list[Tensor]]) 
             sc = _teacher_slice(owners[idx - 1], k)
             readers, sources = sets[idx][rd], sets[idx - 1][sc]
             lost = torch.zeros_like(readers)
+            serves = ((sources >> k) & 1).bool()  # a source that left k's task is dropped for k
             for t in range(n_tasks):
-                lacks = (sources != 0) & (((sources >> t) & 1) == 0)
+                lacks = serves & (((sources >> t) & 1) == 0)
                 lost |= (links[idx - 1][k] & lacks[None, :]).any(1).long() << t
             sets[idx][rd] = readers & ~lost

@@ -2,37 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
-from mergeprune.merger.mi import Labels, mi_from_sums
+from mergeprune.merger.mi import Estimator, Labels, mi_from_sums, varying
 
 
-def greedy_irrelevant(acts: Tensor, labels: Labels, sigma2: float, alpha: float, chunk: int = 256,
+def greedy_irrelevant(acts: Tensor, labels: Labels, estimator: Estimator, alpha: float, chunk: int = 256,
                       budget: int = 1 << 29) -> tuple[list[int], list[float]]:
     """PAM's greedy Irr_t for one task: neuron indices in the order added, and the MI after each addition.
 
-    Distances add up over neurons, so kernels multiply: with K = exp(-D(Irr_t) / 2 sigma^2) and a
-    candidate's own kernel Q_n, the class sums that give MI(Irr_t + [n]) are
-    sum_j Q_n[i, j] (K[i, j] C[j, g]) (C: class membership and a ones column), one batched matmul
-    over rows i for all candidates. The candidates' kernels are computed once, laid out [i, n, j],
-    when they fit in ``budget`` bytes, else again per chunk of candidates at every step.
+    Squared distances add up over neurons: with D(Irr_t) the summed distances of the set, a candidate's
+    own distances D_n and w the estimator's kernel factor for the set grown by one (fixed, or 1 /
+    (2 sigma^2 (m + 1)) for the averaged estimator), the class sums that give MI(Irr_t + [n]) are
+    sum_j exp(-w D_n)[i, j] (exp(-w D(Irr_t))[i, j] C[j, g]) (C: class membership and a ones column),
+    one batched matmul over rows i for all candidates. The candidates' distances (raw: kernels) are
+    computed once, laid out [i, n, j], when they fit in ``budget`` bytes, else again per chunk of
+    candidates at every step. Neurons constant on the batch never change the distances: they join at
+    once and do not count in the set's size.
     """
     n, b = acts.shape[1], acts.shape[0]
     if alpha <= 0 or n == 0:
         return [], []
-    const = acts.amax(0) == acts.amin(0)  # they never change the MI: all join at once
-    chosen = const.nonzero().flatten().tolist()
+    live = varying(acts)
+    chosen = (~live).nonzero().flatten().tolist()
     trace = [0.0] * len(chosen)
-    free = (~const).nonzero().flatten()
+    free = live.nonzero().flatten()
     cand = acts[:, free]
-    cached = _kernels(cand, sigma2) if len(free) * b * b * acts.element_size() <= budget else None
+    cached = _dists(cand) if len(free) * b * b * acts.element_size() <= budget else None
+    if cached is not None and not estimator.per_set:
+        cached = torch.exp(-estimator.width(1) * cached)  # raw: the kernels never change
     cols = labels.columns(acts.dtype)
-    kernel = torch.ones(b, b, dtype=acts.dtype)  # exp(-D(Irr_t) / 2 sigma^2)
+    dsum = torch.zeros(b, b, dtype=acts.dtype)  # D(Irr_t) over its varying neurons
+    size = 0
     alive = torch.ones(len(free), dtype=torch.bool)
     while bool(alive.any()):
-        weights = kernel[:, :, None] * cols[None]  # [i, j, G + 1]
-        sums = torch.cat([torch.bmm(q, weights) for q in _kernel_chunks(cand, cached, sigma2, chunk)], 1)
+        width = estimator.width(size + 1)
+        weights = torch.exp(-width * dsum)[:, :, None] * cols[None]  # [i, j, G + 1]
+        kernels = _candidate_kernels(cand, cached, width, not estimator.per_set, chunk)
+        sums = torch.cat([torch.bmm(q, weights) for q in kernels], 1)
         scores = mi_from_sums(sums.transpose(0, 1), labels).masked_fill(~alive, float("inf"))
         best, pos = scores.min(0)
         if float(best) >= alpha:
@@ -40,8 +50,8 @@ def greedy_irrelevant(acts: Tensor, labels: Labels, sigma2: float, alpha: float,
         pos = int(pos)
         chosen.append(int(free[pos]))
         trace.append(float(best))
-        own = cached[:, pos] if cached is not None else _kernels(cand[:, pos:pos + 1], sigma2)[:, 0]
-        kernel = kernel * own
+        dsum = dsum + _dists(cand[:, pos:pos + 1])[:, 0]
+        size += 1
         alive[pos] = False
         if int(alive.sum()) < 0.75 * len(alive):  # drop the chosen candidates from the work
             free, cand = free[alive], cand[:, alive]
@@ -50,15 +60,16 @@ def greedy_irrelevant(acts: Tensor, labels: Labels, sigma2: float, alpha: float,
     return chosen, trace
 
 
-def _kernels(acts: Tensor, sigma2: float) -> Tensor:
-    """Per-neuron kernels exp(-D_n / 2 sigma^2) laid out [i, n, j]: activations [B, N] -> [B, N, B]."""
-    return torch.exp((acts[:, :, None] - acts.t()[None]).pow(2) / (-2 * sigma2))
+def _dists(acts: Tensor) -> Tensor:
+    """Per-neuron squared distances laid out [i, n, j]: activations [B, N] -> [B, N, B]."""
+    return (acts[:, :, None] - acts.t()[None]).pow(2)
 
 
-def _kernel_chunks(cand: Tensor, cached: Tensor | None, sigma2: float, chunk: int):
-    """The free candidates' kernels [i, n, j], chunk by chunk of candidates."""
+def _candidate_kernels(cand: Tensor, cached: Tensor | None, width: float, cached_kernels: bool,
+                       chunk: int) -> Iterator[Tensor]:
+    """The free candidates' kernels exp(-width D_n) [i, n, j], chunk by chunk of candidates."""
     if cached is not None:
-        yield cached
+        yield cached if cached_kernels else torch.exp(-width * cached)
         return
     for s in range(0, cand.shape[1], chunk):
-        yield _kernels(cand[:, s:s + chunk], sigma2)
+        yield torch.exp(-width * _dists(cand[:, s:s + chunk]))
