@@ -245,3 +245,14 @@ def test_pruner_variants_are_told_apart_by_hydra_choices(tmp_path: Path) -> None
         rows = list(csv.DictReader(handle))
     assert sorted(r["choice/pruner"] for r in rows) == ["magnitude", "magnitude_71x"]
     assert {r["pruner"] for r in rows} == {"magnitude"}
+
+
+def test_merge_evidence_table_shows_pam_measurements(report: tuple[Path, str]) -> None:
+    """PAM runs (seeds 0, 1: layer MI 0.40 and 0.50 nats) get one evidence row per layer and task."""
+    text = section(report[1], "mnist5k")
+    assert "Merge evidence per layer and task" in text
+    rows = [line for line in text.splitlines() if line.startswith("| fc1 |") and "| lo |" in line]
+    assert len(rows) == 1, rows
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[3] == "0.45 ± 0.07071"  # layer MI: mean ± std of the two seeds
+    assert cells[-2:] == ["150 ± 0", "147 ± 0"]  # exclusive group and how much of it comes from lo's teacher

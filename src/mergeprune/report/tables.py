@@ -19,6 +19,7 @@ from mergeprune.report.compare import (
     method_sort_key,
     tolerance_reason,
 )
+from mergeprune.report.evidence import evidence_rows
 from mergeprune.report.runs import Run
 from mergeprune.report.values import (
     accuracy,
@@ -185,6 +186,12 @@ def groups_table(comp: Comparison) -> Table | None:
     return Table(["layer", "method", "n"] + groups + ["total"], rows)
 
 
+def evidence_table(comp: Comparison) -> Table | None:
+    """What PAM's regrouping measured per layer, method and task (see report/evidence.py)."""
+    found = evidence_rows(comp)
+    return None if found is None else Table(*found)
+
+
 def details_table(comp: Comparison, name: str) -> Table | None:
     """A nested field (export, pruning, merge) flattened: dotted keys as rows, methods columns."""
     methods = comp.methods()
@@ -218,6 +225,8 @@ def comparison_blocks(comp: Comparison, opts: Options, figures: dict[str, Path])
     blocks += optional_table("Group sizes per layer (live neurons per task subset)",
                              groups_table(comp))
     blocks += figure_blocks(figures, "groups", "Live neurons per group, per layer and method.")
+    blocks += optional_table("Merge evidence per layer and task (PAM; MI in nats, null: shuffled labels, "
+                             "random set of the size of Irr)", evidence_table(comp))
     blocks += optional_table("Timings (s)", field_table(comp, "timings_s", fmt_num, STAGE_ORDER,
                                                          ("total",)))
     for name, title in DETAIL_FIELDS:
