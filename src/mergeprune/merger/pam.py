@@ -138,7 +138,7 @@ class PamMerger:
             owners.append(owner)
         links = [[teacher_links(t, idx) for t in teachers] for idx in range(1, len(names))]
         if self.closure == "widen":
-            widen(sets, owners, links)
+            widen(sets, owners, links, self.grouping == "star")
         elif self.closure == "narrow":
             narrow(sets, owners, links)
         sources = [kept_sources(s, o) for s, o in zip(sets, owners, strict=True)]

@@ -95,9 +95,14 @@ def _teacher_slice(owner: Tensor, k: int) -> Tensor:
     return (owner == k).nonzero().flatten()
 
 
-def widen(sets: list[Tensor], owners: list[Tensor], links: list[list[Tensor]]) -> None:
-    """In place, top-down: a kept neuron gets the tasks of every same-teacher kept neuron reading it."""
+def widen(sets: list[Tensor], owners: list[Tensor], links: list[list[Tensor]], star: bool = False) -> None:
+    """In place, top-down: a kept neuron gets the tasks of every same-teacher kept neuron reading it.
+
+    star: a set that becomes neither one task nor all tasks becomes all tasks (a neuron exclusive to
+    another task than its teacher's, read by its teacher's neurons, can otherwise get two tasks).
+    """
     n_tasks = len(links[0]) if links else 0
+    full = (1 << n_tasks) - 1
     for idx in range(len(sets) - 1, 0, -1):
         for k in range(n_tasks):
             rd = _teacher_slice(owners[idx], k)
@@ -107,7 +112,10 @@ def widen(sets: list[Tensor], owners: list[Tensor], links: list[list[Tensor]]) -
             for t in range(n_tasks):
                 has = ((readers >> t) & 1).bool()
                 added |= (links[idx - 1][k] & has[:, None]).any(0).long() << t
-            sets[idx - 1][sc] = torch.where(sources != 0, sources | added, 0)
+            wider = sources | added
+            if star:
+                wider = torch.where(_popcount(wider, n_tasks) == 1, wider, full)
+            sets[idx - 1][sc] = torch.where(sources != 0, wider, 0)
 
 
 def narrow(sets: list[Tensor], owners: list[Tensor], links: list[list[Tensor]]) -> None:
