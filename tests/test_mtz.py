@@ -1,4 +1,5 @@
-"""merger=mtz: zipping layout, the MTZ merge formula, exactness at share 0 and for identical teachers."""
+"""merger=mtz: zipping layout, the MTZ merge formula, exactness at share 0 and for identical teachers
+(order independence, compensation, the share by accuracy and the retraining steps: test_mtz_zip.py)."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def teacher_outputs(teachers: list[GroupedNet], x: torch.Tensor) -> dict[str, to
 
 
 def test_share_zero_is_no_merging(setup: SimpleNamespace) -> None:
-    merged = MtzMerger(share=0.0, retrain_steps=0)(setup.teachers, setup.job).net
+    merged = MtzMerger(share=0.0, retrain_steps=0, max_drop=None)(setup.teachers, setup.job).net
     x, _ = setup.dm.sample(64, "test")
     out, ref = merged(x), teacher_outputs(setup.teachers, x)
     for task in ("lo", "hi"):
@@ -69,7 +70,7 @@ def test_share_zero_is_no_merging(setup: SimpleNamespace) -> None:
 
 
 def test_share_one_shares_every_neuron(setup: SimpleNamespace) -> None:
-    merger = MtzMerger(share=1.0, retrain_steps=0)
+    merger = MtzMerger(share=1.0, retrain_steps=0, max_drop=None)
     merged, report = merger(setup.teachers, setup.job)
     widths = {la["name"]: la["width"] for la in LAYERS}
     assert group_sizes(merged) == {name: {"lo+hi": w} for name, w in widths.items()}
@@ -92,7 +93,7 @@ def twin_of(teacher: GroupedNet, spec, task: str) -> GroupedNet:
 
 def test_identical_teachers_zip_to_the_teacher(setup: SimpleNamespace) -> None:
     lo = setup.teachers[0]
-    merger = MtzMerger(share=1.0, retrain_steps=0)
+    merger = MtzMerger(share=1.0, retrain_steps=0, max_drop=None)
     merged, report = merger([lo, twin_of(lo, setup.spec, "hi")], setup.job)
     for name, rec in report["layers"].items():
         assert all(a == b for a, b in rec["pairs"]), f"{name}: a neuron was zipped with a non-twin"
@@ -149,7 +150,7 @@ def test_greedy_match_takes_cheapest_free_pairs() -> None:
 
 
 def test_half_share_keeps_accuracy(setup: SimpleNamespace, caplog: pytest.LogCaptureFixture) -> None:
-    merger = MtzMerger(share=0.5, retrain_steps=20)
+    merger = MtzMerger(share=0.5, retrain_steps=20, retrain_growth=1.0, max_drop=None)
     with caplog.at_level(logging.INFO):
         merged, report = merger(setup.teachers, setup.job)
     assert "merge/mtz: conv1 zipped 10/20 pairs" in caplog.text
@@ -170,7 +171,8 @@ def test_three_tasks_share_every_zipped_neuron(tmp_path: Path) -> None:
     spec = build_spec("tiny", [{"name": "conv1", "kind": "conv", "width": 6, "kernel": 3, "pool": 2},
                                {"name": "fc1", "kind": "linear", "width": 10}], 1, (8, 8))
     teachers = [GroupedNet.single(spec, t.name, t.n_outputs) for t in tasks]
-    merger = MtzMerger(share={"conv1": 0.5, "fc1": 0.3}, retrain_steps=2, hessian_samples=64)
+    merger = MtzMerger(share={"conv1": 0.5, "fc1": 0.3}, retrain_steps=2, hessian_samples=64,
+                       max_drop=None)
     merged, report = merger(teachers, Context(tasks, dm, {"progress_bar": False}))
     assert group_sizes(merged) == {"conv1": {"a": 3, "b": 3, "c": 3, "a+b+c": 3},
                                    "fc1": {"a": 7, "b": 7, "c": 7, "a+b+c": 3}}
@@ -203,7 +205,9 @@ def test_three_tasks_weigh_in_equally_with_equal_hessians(tmp_path: Path) -> Non
 @pytest.mark.parametrize(("kwargs", "key"), [
     ({"share": 1.5}, "merger.share"), ({"share": {"conv1": -0.1}}, "merger.share.conv1"),
     ({"retrain_steps": -1}, "merger.retrain_steps"), ({"lr": 0.0}, "merger.lr"),
-    ({"damping": -1e-3}, "merger.damping"), ({"hessian_samples": 0}, "merger.hessian_samples")])
+    ({"damping": -1e-3}, "merger.damping"), ({"hessian_samples": 0}, "merger.hessian_samples"),
+    ({"max_drop": -0.5}, "merger.max_drop"), ({"max_drop": "1"}, "merger.max_drop"),
+    ({"val_samples": 0}, "merger.val_samples"), ({"retrain_growth": 0.0}, "merger.retrain_growth")])
 def test_bad_knobs_fail_at_construction(kwargs: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         MtzMerger(**kwargs)
@@ -218,3 +222,10 @@ def test_config_builds_the_merger(tmp_path: Path) -> None:
     merger = instantiate(make_cfg(tmp_path, ["merger=mtz"]).merger)
     assert isinstance(merger, MtzMerger) and merger.name == "mtz"
     assert merger.parts(["lo", "hi"]) == [["lo", "hi"]]
+
+
+THREE = {"a": {"kind": "attributes", "classes": [0, 1, 2]},
+         "b": {"kind": "categorical", "classes": [3, 4, 5]},
+         "c": {"kind": "attributes", "classes": [6, 7, 8, 9]}}
+TINY_LAYERS = [{"name": "conv1", "kind": "conv", "width": 6, "kernel": 3, "pool": 2},
+               {"name": "fc1", "kind": "linear", "width": 10}]

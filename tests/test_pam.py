@@ -10,8 +10,8 @@ import types
 import pytest
 import torch
 
-from conftest import LENET5_LAYERS as LAYERS
 from conftest import CONF, SPLIT2
+from conftest import LENET5_LAYERS as LAYERS
 from mergeprune.context import Context
 from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import ConfigError
@@ -30,7 +30,6 @@ from mergeprune.models.spec import build_spec
 from mergeprune.tasks import build_tasks
 from mergeprune.training.fit import fit
 from mergeprune.training.module import MultiTaskModule
-
 
 RAW = Estimator.named("raw")
 
@@ -391,7 +390,7 @@ def test_cut_keeps_the_mi_groups_deletes_forbidden_links_and_retrains(setup, tmp
     teachers, job, x = setup
     merger = PamMerger(alpha_conv=0.2, alpha_fc=0.2, closure="cut", samples=64)
     net, report = merger([copy.deepcopy(t) for t in teachers], job)
-    for name, lay in report["layers"].items():
+    for lay in report["layers"].values():
         assert lay["groups"] == lay["mi_groups"]
     assert any(g != 3 for name in net.names[:-1] for g in net.groups(name).tolist())
     check_valid(net, x)  # masks within the reading rule: forbidden links are gone

@@ -42,8 +42,11 @@ class MtzMergerConf:
 
     _target_: str = "mergeprune.merger.mtz.MtzMerger"
     name: str = "mtz"
-    share: Any = 0.5  # a fraction, or {layer: fraction}
-    retrain_steps: int = 50
+    share: Any = 0.5  # a fraction, or {layer: fraction}; the largest share tried with max_drop
+    max_drop: float | None = 1.0  # accuracy drop allowed per layer (points); None = fixed share
+    val_samples: int = 512  # held-out batch that scores the shares
+    retrain_steps: int = 50  # after the first hidden layer
+    retrain_growth: float = 2.0  # steps multiplied by this per layer
     lr: float = 1e-3
     hessian_samples: int = 512
     damping: float = 1e-4
@@ -56,12 +59,14 @@ class PamMergerConf:
 
     _target_: str = "mergeprune.merger.pam.PamMerger"
     name: str = "pam"
-    alpha_conv: float = 0.5
-    alpha_fc: float = 0.6
-    relative: bool = True
-    sigma2: float = 0.1
+    alpha_conv: float = 0.1
+    alpha_fc: float = 0.1
+    estimator: str = "calibrated"
+    threshold: str | None = None
+    sigma2: float | None = None
     samples: int = 128
     seed: int = 0
+    null_draws: int = 8
     grouping: str = "star"
     closure: str = "widen"
     compensate: bool = True

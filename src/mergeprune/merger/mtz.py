@@ -7,27 +7,35 @@ The teachers are zipped layer by layer from the input. For hidden layer l:
    samples and positions, one Hessian for every kernel position; linear after conv: the flattened
    input). It is computed on a fixed sample of the training data, on the samples the task has labels
    for (all of them for attribute tasks), and inverted with relative damping.
-2. Every pair (neuron i of A, neuron j of B) costs dE = 1/2 (w_i - w_j)^T (H_A^-1 + H_B^-1)^-1 (w_i - w_j),
-   w = [incoming weights from the shared inputs; bias], summed over the kernel positions for conv.
-3. Greedily, by ascending cost, pairs whose ends are both unused are zipped until `share` of the
-   layer's neurons are. A zipped neuron gets w* = w_A + H_A^-1 (H_A^-1 + H_B^-1)^-1 (w_B - w_A)
-   (the minimiser of the two tasks' summed quadratic errors); for conv the merged bias is the mean
-   over kernel positions. More than two tasks are zipped in one after the other: the new task's
-   neurons pair with the shared ones, whose inverse Hessian is the sum of the merged tasks' inverse
-   Hessians (as in MTZ's code), so every zipped neuron is shared by all tasks.
-4. The network is rebuilt: unzipped neurons keep their incoming weights; outgoing weights are not
+2. Lost inputs: a zipped neuron reads only zipped neurons below, so each constituent loses its links
+   from its teacher's unzipped neurons there. Their mean contribution over the sample is added to the
+   constituent's bias, and the variance r they leave joins the pair cost (``mtz_lost.py``).
+3. Every pair (neuron i of A, neuron j of B) costs
+   dE = 1/2 (w_i - w_j)^T (H_A^-1 + H_B^-1)^-1 (w_i - w_j) + 1/2 (r_i + r_j),
+   w = [incoming weights from the shared inputs; compensated bias], summed over the kernel positions
+   for conv. Pairs are zipped greedily by ascending cost, both ends unused, until `count` neurons of
+   each teacher are; a zipped neuron gets w* = w_A + H_A^-1 (H_A^-1 + H_B^-1)^-1 (w_B - w_A) (the
+   minimiser of the tasks' summed quadratic errors; conv: the merged bias is the mean over kernel
+   positions). More than two tasks are zipped agglomeratively, in an order set by the costs alone:
+   the cheapest pair of tasks first, then the task cheapest to match against the zipped tuples, whose
+   Hessian is the sum of their tasks' Hessians (``mtz_match.py``). Every zipped neuron is shared by
+   all tasks; permuting the teachers permutes only the neurons.
+4. `count` = round(share x width). With `max_drop` set, `share` is the largest share tried: `share`
+   and the tenths below it are tried from the top down, each rebuilt and scored on a held-out batch,
+   and the largest whose mean task accuracy is at most `max_drop` points below the network before
+   this layer is kept (``mtz_share.py``); MTZ's code sets the per-layer count k_l by hand.
+5. The network is rebuilt: unzipped neurons keep their incoming weights; outgoing weights are not
    updated, but the next layer's (and the heads') columns are rewired, so a neuron of teacher t that
-   read a now-zipped neuron reads the shared one with its own original weight.
-5. The whole network is retrained lightly (`retrain_steps` Adam steps on all tasks, masks enforced
-   after every step).
+   read a now-zipped neuron reads the shared one with its own original weight (``mtz_rebuild.py``).
+6. The whole network is retrained lightly: Adam steps on all tasks, masks enforced after every step,
+   round(retrain_steps x retrain_growth^l) of them after hidden layer l (MTZ's code grows them with
+   depth, from 50 iterations at conv1_1 to 5000 at fc7).
 
 Representation: a zipped neuron has task set = all tasks; an unzipped neuron of teacher t has task set
-{t}. A zipped neuron therefore reads only zipped neurons of the previous layer. MTZ keeps its inputs
-from each network's unshared neurons as task-specific links (W_inter), which a grouped network cannot
-express: here those inputs are dropped. With `share=0` the result equals merger=none; with `share=1`
-every hidden neuron is shared by all tasks.
-The arithmetic of steps 1-3 (layer inputs, Hessians, pair costs, merged weights, the greedy match
-and the new layer layout) is in ``mtz_zip.py``; the rebuilding of step 4 is in ``mtz_rebuild.py``.
+{t}. MTZ keeps a shared neuron's inputs from each network's unshared neurons as task-specific links
+(W_inter), which a grouped network cannot express: here they are replaced by their mean (step 2).
+With `share=0` the result equals merger=none; with `share=1` (and no `max_drop`) every hidden neuron
+is shared by all tasks. The arithmetic of steps 1 and 3 is in ``mtz_zip.py``.
 """
 
 from __future__ import annotations
@@ -42,23 +50,14 @@ import torch
 from torch import Tensor
 
 from mergeprune.context import Built, Context, together
-from mergeprune.errors import ConfigError
+from mergeprune.errors import ConfigError, check_int, check_number
 from mergeprune.merger.assemble import alongside
+from mergeprune.merger.mtz_match import LayerStats, layer_stats, unzipped_plan, zip_plan
 from mergeprune.merger.mtz_rebuild import rebuild
-from mergeprune.merger.mtz_zip import (
-    ZipPlan,
-    damped,
-    greedy_match,
-    inverse,
-    layer_hessian,
-    layer_input,
-    merge_weights,
-    neuron_vectors,
-    pair_costs,
-    plan_layer,
-)
+from mergeprune.merger.mtz_share import Batch, batch_accuracy, search_share, share_count, share_grid
+from mergeprune.merger.mtz_zip import ZipPlan
 from mergeprune.models.grouped import GroupedNet
-from mergeprune.tasks import IGNORE
+from mergeprune.tasks import IGNORE, Task
 from mergeprune.training.module import MultiTaskModule
 from mergeprune.training.optim import adam
 
@@ -72,21 +71,20 @@ class MtzMerger:
 
     def __init__(self, name: str = "mtz", share: float | Mapping[str, float] = 0.5,
                  retrain_steps: int = 100, lr: float = 1e-3, hessian_samples: int = 512,
-                 damping: float = 1e-4, seed: int = 0):
+                 damping: float = 1e-4, seed: int = 0, max_drop: float | None = 1.0,
+                 val_samples: int = 512, retrain_growth: float = 2.0):
         self.name = name
         self.share = _check_share(share)
-        if isinstance(retrain_steps, bool) or not isinstance(retrain_steps, int) or retrain_steps < 0:
-            raise ConfigError(f"merger.retrain_steps={retrain_steps}; allowed: an integer >= 0")
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-            raise ConfigError(f"merger.lr={lr}; allowed: a number > 0")
-        if isinstance(hessian_samples, bool) or not isinstance(hessian_samples, int) or hessian_samples < 1:
-            raise ConfigError(f"merger.hessian_samples={hessian_samples}; allowed: an integer >= 1")
-        if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not damping >= 0:
-            raise ConfigError(f"merger.damping={damping}; allowed: a number >= 0")
+        self.retrain_steps = check_int(retrain_steps, "merger.retrain_steps", 0)
+        self.lr = check_number(lr, "merger.lr", 0, strict=True)
+        self.hessian_samples = check_int(hessian_samples, "merger.hessian_samples", 1)
+        self.damping = check_number(damping, "merger.damping", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"merger.seed={seed}; allowed: an integer")
-        self.retrain_steps, self.lr = retrain_steps, float(lr)
-        self.hessian_samples, self.damping, self.seed = hessian_samples, float(damping), seed
+        self.seed = seed
+        self.max_drop = _check_max_drop(max_drop)
+        self.val_samples = check_int(val_samples, "merger.val_samples", 1)
+        self.retrain_growth = check_number(retrain_growth, "merger.retrain_growth", 0, strict=True)
 
     def __call__(self, teachers: Sequence[GroupedNet], ctx: Context) -> Built:
         """The zipped network of the teachers (teachers[k] is the teacher of ctx.tasks[k])."""
@@ -95,21 +93,18 @@ class MtzMerger:
         shares = self._layer_shares(net.names[:-1])
         x, targets = ctx.sample(self.hessian_samples, "train", seed=self.seed)
         valid = [_labelled(t) for t in targets[: len(teachers)]]
+        held = ctx.sample(self.val_samples, "val", seed=self.seed) if self.max_drop is not None else None
         layers: dict[str, dict[str, Any]] = {}
         for idx, name in enumerate(net.names[:-1]):
-            width = net.layer_specs[idx].width
-            count = math.floor(shares[name] * width + 0.5) if len(teachers) > 1 else 0
-            if idx > 0 and not (net.input_groups(idx) == net.full_set).any():
-                count = 0  # nothing shared below: a zipped neuron would have no inputs
-            plan = self.zip_layer(net, idx, count, x, valid)
-            net = rebuild(net, idx, plan)
-            loss = self._retrain(net, ctx, idx)
-            mean_cost = sum(plan.costs) / len(plan.costs) if plan.costs else 0.0
-            layers[name] = {"zipped": len(plan.pairs), "mean_cost": mean_cost,
-                            "retrain_loss": loss, "pairs": plan.pairs}
+            limit = shares[name] if _can_zip(net, idx) else 0.0
+            net, plan, record = self._zip(net, idx, limit, (x, valid), ctx.tasks, held)
+            steps = self.layer_steps(idx)
+            loss = self._retrain(net, ctx, idx, steps)
+            layers[name] = record | {"retrain_steps": steps, "retrain_loss": loss, "pairs": plan.pairs}
             loss_txt = "-" if loss is None else f"{loss:.4f}"
-            log.info(f"merge/mtz: {name} zipped {len(plan.pairs)}/{width} pairs, mean pair cost "
-                  f"{mean_cost:.4g}, retrain loss {loss_txt} ({self.retrain_steps} steps)")
+            log.info(f"merge/mtz: {name} zipped {len(plan.pairs)}/{net.layer_specs[idx].width} pairs "
+                     f"(share {record['share']:g}), mean pair cost {record['mean_cost']:.4g}, "
+                     f"retrain loss {loss_txt} ({steps} steps)")
         net.eval()
         return Built(net, {"layers": layers, "seconds": time.perf_counter() - start})
 
@@ -122,44 +117,80 @@ class MtzMerger:
             raise ConfigError(f"merger.share names unknown layers {unknown}; allowed: {list(names)}")
         return {n: self.share.get(n, 0.0) for n in names}
 
-    @torch.no_grad()
-    def zip_layer(self, net: GroupedNet, idx: int, count: int, x: Tensor,
-                  valid: Sequence[Tensor]) -> ZipPlan:
-        """Choose and merge `count` neurons of each teacher in hidden layer idx (not yet zipped)."""
-        name, n_tasks = net.names[idx], len(net.tasks)
-        rows = [(net.groups(name) == 1 << t).nonzero().flatten() for t in range(n_tasks)]
-        if count == 0:
-            return plan_layer(net, idx, rows, [[] for _ in rows], torch.empty(0), [])
-        shared = (net.input_groups(idx) == net.full_set).nonzero().flatten()
-        conv = net.layer_specs[idx].kind == "conv"
-        feats = layer_input(net, idx, x)[:, shared]
-        hess = [damped(layer_hessian(feats[v], conv), self.damping) for v in valid]
-        hinv = [inverse(h) for h in hess]
-        vecs = [neuron_vectors(net, idx, r, shared) for r in rows]
-        left, right, costs = greedy_match(pair_costs(vecs[0], vecs[1], hinv[0], hinv[1]), count)
-        chosen = [left, right]
-        merged = merge_weights(vecs[0][left], vecs[1][right], hinv[0], hinv[1])
-        # the zipped neurons so far minimise the summed errors of their tasks: their Hessian is the
-        # sum of the tasks' Hessians, so every task weighs in by its own Hessian, whatever the order
-        h_shared = hess[0] + hess[1]
-        for t in range(2, n_tasks):
-            hinv_shared = inverse(h_shared)
-            left, right, step_costs = greedy_match(pair_costs(merged, vecs[t], hinv_shared, hinv[t]), count)
-            chosen = [c[left] for c in chosen] + [right]
-            merged = merge_weights(merged[left], vecs[t][right], hinv_shared, hinv[t])
-            h_shared = h_shared + hess[t]
-            costs = costs + step_costs
-        return plan_layer(net, idx, rows, chosen, merged, costs)
+    def layer_steps(self, idx: int) -> int:
+        """Retraining steps after hidden layer idx: retrain_steps x retrain_growth^idx, rounded."""
+        return math.floor(self.retrain_steps * self.retrain_growth**idx + 0.5)
 
-    def _retrain(self, net: GroupedNet, ctx: Context, idx: int) -> float | None:
-        """retrain_steps optimizer steps of the whole network on all tasks; their mean training loss."""
-        if self.retrain_steps == 0:
+    def _zip(self, net: GroupedNet, idx: int, limit: float, sample: tuple[Tensor, Sequence[Tensor]],
+             tasks: Sequence[Task], held: Batch | None) -> tuple[GroupedNet, ZipPlan, dict[str, Any]]:
+        """Zip layer idx at share `limit`, or at the largest share within max_drop: (net, plan, report)."""
+        name, width = net.names[idx], net.layer_specs[idx].width
+        if share_count(limit, width) == 0:
+            plan = unzipped_plan(net, idx)
+            return rebuild(net, idx, plan), plan, _record(plan, None, 0.0, [])
+        stats = layer_stats(net, idx, *sample, self.damping)
+
+        def build(count: int) -> tuple[GroupedNet, ZipPlan]:
+            plan = zip_plan(net, idx, stats, count)
+            return rebuild(net, idx, plan), plan
+
+        if self.max_drop is None or held is None:
+            new, plan = build(share_count(limit, width))
+            return new, plan, _record(plan, stats, limit, [])
+        base = batch_accuracy(net, tasks, held)
+        share, new, plan, tried = search_share(name, share_grid(limit), width, build,
+                                               lambda n: batch_accuracy(n, tasks, held), base,
+                                               self.max_drop)
+        if new is None or plan is None:
+            new, plan = build(0)
+        return new, plan, _record(plan, stats, share, tried) | {"base_accuracy": base}
+
+    @torch.no_grad()
+    def zip_layer(self, net: GroupedNet, idx: int, count: int, x: Tensor, valid: Sequence[Tensor],
+                  compensate: bool = True) -> ZipPlan:
+        """Choose and merge `count` neurons of each teacher in hidden layer idx (not yet zipped)."""
+        if count == 0:
+            return unzipped_plan(net, idx)
+        return zip_plan(net, idx, layer_stats(net, idx, x, valid, self.damping, compensate), count)
+
+    def _retrain(self, net: GroupedNet, ctx: Context, idx: int, steps: int) -> float | None:
+        """`steps` optimizer steps of the whole network on all tasks; their mean training loss."""
+        if steps == 0:
             return None
         module = MultiTaskModule(net, ctx.tasks, adam(self.lr), 1,
                                  stage=f"merge/mtz/{net.names[idx]}")
-        trainer = ctx.fit(module, 1, steps=self.retrain_steps)
+        trainer = ctx.fit(module, 1, steps=steps)
         net.apply_masks()
         return float(trainer.callback_metrics["train/loss"])
+
+
+def _record(plan: ZipPlan, stats: LayerStats | None, share: float,
+            tried: list[dict[str, Any]]) -> dict[str, Any]:
+    """The layer report: share, tries, pair costs, and the lost inputs of the zipped constituents."""
+    shift, var = 0.0, 0.0
+    if stats is not None and plan.pairs:
+        pairs = torch.as_tensor(plan.pairs)
+        shift = float(torch.cat([s[pairs[:, t]] for t, s in enumerate(stats.shift)]).abs().mean())
+        var = float(torch.cat([r[pairs[:, t]] for t, r in enumerate(stats.lost_var)]).mean())
+    mean_cost = sum(plan.costs) / len(plan.costs) if plan.costs else 0.0
+    return {"zipped": len(plan.pairs), "share": share, "tried": tried, "base_accuracy": None,
+            "mean_cost": mean_cost, "mean_bias_shift": shift, "mean_lost_var": var}
+
+
+def _can_zip(net: GroupedNet, idx: int) -> bool:
+    """Whether layer idx can zip: two tasks or more, and something shared below to read."""
+    return len(net.tasks) > 1 and (idx == 0 or bool((net.input_groups(idx) == net.full_set).any()))
+
+
+def _check_max_drop(value: Any) -> float | None:
+    """Validate merger.max_drop: null (fixed share) or an accuracy drop >= 0 in percentage points."""
+    if value is None:
+        return None
+    try:
+        return check_number(value, "merger.max_drop", 0)
+    except ConfigError:
+        raise ConfigError(f"merger.max_drop={value!r}; allowed: null (a fixed share) or a number >= 0 "
+                          "(accuracy drop in percentage points)") from None
 
 
 def _check_share(share: Any) -> float | dict[str, float]:

@@ -1,5 +1,5 @@
 """Rebuilding MTZ's grouped network around one zipped layer: its rows laid out by the plan, the layer
-above rewired to it (step 4 of the algorithm in ``mtz.py``)."""
+above rewired to it (step 5 of the algorithm in ``mtz.py``)."""
 
 from __future__ import annotations
 

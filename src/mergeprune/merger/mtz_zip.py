@@ -3,7 +3,9 @@
 Unlike MTZ's ImageNet + CelebA setting, all tasks here read the same images, and the shared inputs
 are computed alike for every task, so the Hessians differ only through the samples each task has
 labels for. For attribute tasks H_A = H_B: the pair cost is then a Hessian-weighted distance and w* is
-the pair's mean (with more tasks, the sum-of-inverses rule gives the t-th zipped task weight (t-1)/t).
+the pair's mean (with more tasks too: the zipped tuples' Hessian is the sum of their tasks' Hessians,
+so w* = (sum H_t)^-1 sum H_t w_t is the plain mean). Which tasks are matched in which order, and the
+lost inputs' share of the cost, are in ``mtz_match.py`` and ``mtz_lost.py``.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ from mergeprune.errors import ConfigError, check_choice, check_int, check_number
 from mergeprune.merger.assemble import Source, assemble
 from mergeprune.merger.mi import ESTIMATORS, Estimator, Labels, task_labels, varying
 from mergeprune.merger.pam_compensate import compensate_biases
+from mergeprune.merger.pam_evidence import task_evidence
 from mergeprune.merger.pam_groups import (
     assign_groups,
     keep_one,
@@ -59,7 +60,6 @@ from mergeprune.merger.pam_groups import (
     teacher_links,
     widen,
 )
-from mergeprune.merger.pam_evidence import task_evidence
 from mergeprune.merger.pam_search import greedy_irrelevant
 from mergeprune.models.grouped import GroupedNet, subset_key
 
