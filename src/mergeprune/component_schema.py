@@ -42,7 +42,7 @@ class MtzMergerConf:
 
     _target_: str = "mergeprune.merger.mtz.MtzMerger"
     name: str = "mtz"
-    share: Any = 0.5  # a fraction, or {layer: fraction}; the largest share tried with max_drop
+    share: Any = 1.0  # a fraction, or {layer: fraction}; the largest share tried with max_drop
     max_drop: float | None = 1.0  # accuracy drop allowed per layer (points); None = fixed share
     val_samples: int = 512  # held-out batch that scores the shares
     retrain_steps: int = 50  # after the first hidden layer

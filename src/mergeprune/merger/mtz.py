@@ -69,7 +69,7 @@ class MtzMerger:
 
     parts = staticmethod(together)
 
-    def __init__(self, name: str = "mtz", share: float | Mapping[str, float] = 0.5,
+    def __init__(self, name: str = "mtz", share: float | Mapping[str, float] = 1.0,
                  retrain_steps: int = 100, lr: float = 1e-3, hessian_samples: int = 512,
                  damping: float = 1e-4, seed: int = 0, max_drop: float | None = 1.0,
                  val_samples: int = 512, retrain_growth: float = 2.0):
