@@ -10,22 +10,25 @@ Algorithm (docs/methods.md#pam-algorithm, from the authors' code):
    candidates are the neurons of all teachers. For each task t, PAM greedily grows Irr_t, a set of
    neurons jointly irrelevant to t: it adds the candidate whose addition gives the smallest
    MI(acts[:, Irr_t + [n]]; Y_t) (``mi.py``: Kolchinsky-Tracey bound, noise ``sigma2``, summed over
-   the task's labels) as long as that MI is below the threshold, ``alpha_conv`` or ``alpha_fc`` nats
-   (with ``relative: true``, that fraction of the task's label entropy, the largest MI the
-   estimator gives, so one setting fits tasks of any size). ``alpha = 0`` disables regrouping (PAM's
-   "baseline" configs). Squared distances add up over neurons, so the kernel
-   exp(-D(Irr_t) / 2 sigma^2) is kept and every candidate of a step is scored in one batched matmul;
+   the task's labels, read by ``estimator``: calibrated by default, the authors' raw bound on request)
+   as long as that MI is below the threshold: ``alpha_conv`` or ``alpha_fc`` times the MI of the whole
+   layer with the task (``threshold: layer``; ``entropy``: times the label entropy; ``nats``: alpha
+   itself). ``alpha = 0`` disables regrouping (PAM's "baseline" configs). Squared distances add up
+   over neurons, so the distances of Irr_t are kept and every candidate of a step is scored in one
+   batched matmul (``pam_search.py``);
    neurons constant on the batch never change the MI and join Irr_t at once. The search runs on
    ``threads`` torch threads (default 1: its steps are many mid-sized operations, for which thread
    synchronisation costs more than it saves on a small shared CPU; 0 keeps torch's setting).
 3. Relevant tasks R(n) = {t : n not in Irr_t}. R(n) empty: the neuron is dropped. ``grouping=star``
-   (PAM as published): R(n) = {t} makes n exclusive to t, anything else is shared by all tasks.
+   (PAM as published): R(n) = {t} makes n exclusive to t, whichever teacher n comes from, anything
+   else is shared by all tasks.
    ``grouping=subsets``: n gets exactly R(n) (one group per task subset, what the theory asks for
    when T > 2); every subsets-set is contained in the star-set of the same neuron.
 
-The rules that turn these groups into a valid grouped network are in ``pam_groups.py`` (own
-task, keep one, closure) and ``pam_compensate.py`` (compensation); the greedy search of step 2 is
-in ``pam_search.py``.
+The rules that turn these groups into a valid grouped network are in ``pam_groups.py`` (keep
+one, closure) and ``pam_compensate.py`` (compensation); the greedy search of step 2 is
+in ``pam_search.py``; the evidence reported per layer and task (layer MI, threshold, |Irr_t|, the
+shuffled-label null) in ``pam_evidence.py``.
 
 What is lost before any training: with ``widen`` / ``narrow`` only the dropped neurons' variation
 around their mean (they carry almost no information about any task, by construction); with ``cut``
