@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import warnings
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,14 @@ def make_cfg(tmp_path: Path, overrides: list[str] = ()) -> DictConfig:
 def tiny(tmp_path: Path):
     """A function composing a tiny config under this test's tmp dir."""
     return lambda *overrides: make_cfg(tmp_path, [*TINY, *overrides])
+
+
+@pytest.fixture(autouse=True)
+def keep_sigint_handler(request: pytest.FixtureRequest):
+    """Restore the SIGINT handler after each test: Lightning sets it to SIG_IGN when a fit ends in
+    KeyboardInterrupt, and the jobs later tests launch would inherit the ignored Ctrl-C."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    if signal.getsignal(signal.SIGINT) != before:
+        warnings.warn(f"{request.node.nodeid} changed the SIGINT handler; restored", stacklevel=1)
+        signal.signal(signal.SIGINT, before)

@@ -27,7 +27,12 @@ def _launch(tmp_path: Path, run: str, *extra: str) -> subprocess.Popen:
     args = [a for a in ARGS if a.split("=", 1)[0] not in keys]  # extra overrides replace ARGS
     return subprocess.Popen([str(exe), *args, f"hydra.run.dir=outputs/{run}", *extra], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """In the child: Ctrl-C as for a foreground job of a terminal, whatever the test process ignores."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_checkpoint(tmp_path: Path, job: subprocess.Popen) -> Path:
