@@ -43,7 +43,8 @@ def tiny(tmp_path: Path):
 @pytest.fixture(autouse=True)
 def keep_sigint_handler(request: pytest.FixtureRequest):
     """Restore the SIGINT handler after each test: Lightning sets it to SIG_IGN when a fit ends in
-    KeyboardInterrupt, and the jobs later tests launch would inherit the ignored Ctrl-C."""
+    KeyboardInterrupt, and jobs that later tests launch would inherit the ignored Ctrl-C (as they do
+    when pytest itself runs as a background job of a script, where the shell ignores SIGINT)."""
     before = signal.getsignal(signal.SIGINT)
     yield
     if signal.getsignal(signal.SIGINT) != before:

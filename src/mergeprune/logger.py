@@ -104,10 +104,8 @@ class WandbRun(RunLogger):
         if self._finished:
             return
         self._finished = True
-        import wandb
-
         if self._logger._experiment is not None:  # never started a run: nothing to close
-            wandb.finish()
+            self._logger._experiment.finish()  # this job's run, even if wandb.run points elsewhere
 
     @property
     def run_dir(self) -> Path | None:
