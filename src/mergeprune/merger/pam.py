@@ -135,8 +135,8 @@ class PamMerger:
             pool = torch.cat([a[idx] for a in acts], dim=1)
             owner = torch.cat([torch.full((a[idx].shape[1],), k) for k, a in enumerate(acts)])
             alpha = self.alpha_conv if teachers[0].layer_specs[idx].kind == "conv" else self.alpha_fc
-            layer_sets, report[name] = self._regroup_layer(name, pool, labels, tasks, alpha, name in regroup)
-            keep_one(layer_sets, owner, self.estimator.prepare(pool), labels, self.estimator)
+            layer_sets, report[name] = self._regroup_layer(name, pool, owner, labels, tasks, alpha,
+                                                           name in regroup)
             sets.append(layer_sets)
             owners.append(owner)
         links = [[teacher_links(t, idx) for t in teachers] for idx in range(1, len(names))]
@@ -171,8 +171,8 @@ class PamMerger:
             f"{n} dropped {r['dropped']} groups {r['groups']}" for n, r in report.items()))
         return Built(net, summary)
 
-    def _regroup_layer(self, name: str, pool: Tensor, labels: Sequence[Labels], tasks: Sequence[str],
-                       alpha: float, regroup: bool) -> tuple[Tensor, dict[str, Any]]:
+    def _regroup_layer(self, name: str, pool: Tensor, owner: Tensor, labels: Sequence[Labels],
+                       tasks: Sequence[str], alpha: float, regroup: bool) -> tuple[Tensor, dict[str, Any]]:
         """Task set of every candidate of one layer (0 = dropped) before the closure, and its evidence."""
         t0 = time.perf_counter()
         acts = self.estimator.prepare(pool)
@@ -187,6 +187,7 @@ class PamMerger:
                  "tasks": task_evidence(acts, irr, labels, whole, thresholds, self.estimator,
                                         self.null_draws, self.seed, tasks),
                  "mi_groups": _counts(sets, tasks)}
+        keep_one(sets, owner, acts, labels, self.estimator)  # after mi_groups: not an MI decision
         entry["seconds"] = round(time.perf_counter() - t0, 4)
         log.info(f"pam: {name}: {entry['seconds']:.2f} s, {pool.shape[1]} candidates "
                  f"({entry['constant']} constant), groups by MI {entry['mi_groups']}; "
