@@ -5,7 +5,7 @@ One dataclass per component class, found by the node's `_target_`; ranges are th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -144,23 +144,50 @@ class MagnitudePrunerConf:
 
 
 @dataclass
-class TaylorPrunerConf:
-    """pruner=taylor."""
+class ScheduleConf:
+    """pruner.schedule (pruner/schedule/accuracy.yaml)."""
 
-    _target_: str = "mergeprune.pruner.taylor.TaylorPruner"
+    step: float = 0.05
+    min_step: float = 0.0125
+    max_step: float = 0.25
+    growth: float = 1.5
+    patience: int = 3
+    max_steps: int = 150
+    finetune_epochs: int = 1
+    optimizer: Any = None
+    tolerance: float = 0.01
+    noise_z: float = 1.0
+    normalize: str = "flops"
+    test_every: int = 1
+    final_epochs: int = 0
+
+
+@dataclass
+class TaylorImportanceConf:
+    """pruner.importance=taylor."""
+
+    _target_: str = "mergeprune.pruner.importance.TaylorImportance"
+    batches: int = 10
+    batch_size: int | None = None
+
+
+@dataclass
+class MagnitudeImportanceConf:
+    """pruner.importance=magnitude."""
+
+    _target_: str = "mergeprune.pruner.importance.MagnitudeImportance"
+
+
+@dataclass
+class NeuronPrunerConf:
+    """pruner=taylor (and magnitude_neurons): an importance node and the shared schedule."""
+
+    _target_: str = "mergeprune.pruner.neurons.NeuronPruner"
     _recursive_: bool = False
     name: str = "taylor"
     granularity: str = "neurons"
-    fraction: float = 0.25
-    min_fraction: float | None = None
-    batches: int = 10
-    batch_size: int | None = None
-    normalize: str = "flops"
-    finetune_epochs: int = 1
-    optimizer: Any = None
-    max_iterations: int = 40
-    tolerance: float = 0.01
-    final_epochs: int = 0
+    importance: Any = None  # checked against its own _target_'s schema
+    schedule: ScheduleConf = field(default_factory=ScheduleConf)
 
 
 @dataclass
@@ -179,9 +206,11 @@ class FinetuneConf:
 
 COMPONENTS = {"merger": (NoMergerConf, ConcatMergerConf, MtzMergerConf, PamMergerConf),
               "pruner": (NoPrunerConf, AdmmPrunerConf, ProgressiveAdmmPrunerConf, MagnitudePrunerConf,
-                         TaylorPrunerConf),
+                         NeuronPrunerConf),
               "finetune": (FinetuneConf,)}
-BY_TARGET = {cls._target_: cls for group in COMPONENTS.values() for cls in group}
+PARTS = (TaylorImportanceConf, MagnitudeImportanceConf)  # nodes inside a component's node
+BY_TARGET = {cls._target_: cls for group in COMPONENTS.values() for cls in group} | {
+    cls._target_: cls for cls in PARTS}
 NODES = {"": Config, "teachers": TeachersConf, "evaluate": EvaluateConf, "paths": PathsConf,
          "trainer": TrainerConf, "dataset": DatasetConf}
 

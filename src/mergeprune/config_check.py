@@ -48,8 +48,17 @@ def check_node(node: Mapping[str, Any], schema: type, where: str, ranges: bool =
                           f"{' of ' + where if where else ''}: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(schema)
     for name, f in fields.items():
-        if name not in node or dataclasses.is_dataclass(hints[name]):
-            continue  # nested schemas are checked as nodes of their own
+        if name not in node:
+            continue
+        key = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(hints[name]):
+            if isinstance(node[name], Mapping) and where:  # a component's nested node
+                check_node(node[name], hints[name], key, ranges)
+            continue  # the config's own nested nodes are checked as nodes of their own
+        part = BY_TARGET.get(str(node[name].get("_target_"))) if isinstance(node[name], Mapping) else None
+        if part is not None:
+            check_node(node[name], part, key, ranges)
+            continue
         value = node[name]
         if isinstance(value, (DictConfig, ListConfig)):
             value = OmegaConf.to_container(value, resolve=True)

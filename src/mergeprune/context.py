@@ -44,6 +44,11 @@ class Context:
         """Accuracy of each of the net's tasks on one split."""
         return training.accuracy(net, self.tasks, self.data, split, subset)
 
+    def split_size(self, split: str = "val") -> int:
+        """Number of images in one split."""
+        self.data.setup()
+        return len(self.data.splits[split])
+
     def sample(self, n: int, split: str = "train", seed: int = 0) -> tuple[Tensor, tuple[Tensor, ...]]:
         """A fixed random batch of n samples of a split."""
         return self.data.sample(n, split, seed)
@@ -70,9 +75,12 @@ class Merger(Protocol):
 
 
 class Pruner(Protocol):
-    """Prunes a network in place and returns it with its report; `tag` prefixes its metric names."""
+    """Prunes a network in place and returns it with its report; `tag` prefixes its metric names.
 
-    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> Built: ...
+    With `resume_dir`, a pruner that saves its progress there continues a killed run.
+    """
+
+    def __call__(self, net: GroupedNet, ctx: Context, tag: str, resume_dir: Path | None = None) -> Built: ...
 
 
 def together(tasks: Sequence[str]) -> list[list[str]]:

@@ -41,16 +41,20 @@ def pooled(x: Tensor, pool: int) -> Tensor:
 
 
 def run_layers(x: Tensor, specs: Sequence[LayerSpec], weights: Sequence[Tensor], biases: Sequence[Tensor],
-               taps: list[tuple[Tensor, Tensor]] | None = None, head: bool = True) -> Tensor:
+               taps: list[tuple[Tensor, Tensor]] | None = None, head: bool = True,
+               gates: Sequence[Tensor] | None = None) -> Tensor:
     """The forward pass of every network here: conv/linear layers with ReLU and pooling between them.
 
     With `head` the last layer is the linear output (no ReLU); `taps` collects every hidden layer's
-    (output after ReLU, output after pooling).
+    (output after ReLU, output after pooling); `gates` ([batch, neurons] per hidden layer) multiply
+    each hidden layer's pre-activation (Taylor pruning differentiates the loss by them).
     """
     for i, (sp, w, b) in enumerate(zip(specs, weights, biases, strict=True)):
         x = F.conv2d(x, w, b, padding=sp.padding) if sp.kind == "conv" else F.linear(x.flatten(1), w, b)
         if head and i == len(specs) - 1:
             break
+        if gates is not None:
+            x = x * (gates[i][:, :, None, None] if x.dim() == 4 else gates[i])
         relu = F.relu(x)
         x = pooled(relu, sp.pool)
         if taps is not None:

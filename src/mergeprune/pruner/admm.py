@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -231,8 +232,8 @@ class AdmmPruner:
         self.granularity = self.settings.granularity
         self.budget = Budget(keep, target_compression, proportions)
 
-    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> Built:
-        """Prune net in place to the budget with ADMM, retrain it; return it with its report."""
+    def __call__(self, net: GroupedNet, ctx: Context, tag: str, resume_dir: Path | None = None) -> Built:
+        """Prune net in place to the budget with ADMM, retrain it; return it with its report (no resume)."""
         ratios = self.budget.ratios(net, self.granularity)
         counts = self.budget.counts(net, self.granularity)
         stage = admm_stage(net, ctx, tag, counts, self.settings)

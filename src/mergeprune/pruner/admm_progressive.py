@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from mergeprune.context import Built, Context
@@ -44,7 +45,7 @@ class ProgressiveAdmmPruner:
         self.budgets = ladder(plain(targets), plain(stages), plain(proportions))
         self.pool_size = check_int(pool_size, "pruner.pool_size", 1)
 
-    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> Built:
+    def __call__(self, net: GroupedNet, ctx: Context, tag: str, resume_dir: Path | None = None) -> Built:
         """Prune net in place along the ladder, retraining after every stage; return it with its report."""
         dense = copy.deepcopy(net)
         pool: list[GroupedNet] = []

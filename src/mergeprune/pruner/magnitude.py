@@ -17,6 +17,7 @@ by the RMS of their row). Units are weights ('unstructured') or whole neurons of
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -67,7 +68,7 @@ class MagnitudePruner:
             raise ConfigError(f"pruner.initial_sparsity={initial_sparsity}; allowed: 0 <= value < 1")
         self.optimizer = check_optimizer(optimizer or adam(1e-3), "pruner.optimizer")
 
-    def __call__(self, net: GroupedNet, ctx: Context, tag: str) -> Built:
+    def __call__(self, net: GroupedNet, ctx: Context, tag: str, resume_dir: Path | None = None) -> Built:
         """Prune net in place with the configured schedule and retrain it; return it with its report."""
         ratios = self.budget.ratios(net, self.granularity)
         counts = self.budget.counts(net, self.granularity)

@@ -6,13 +6,24 @@ the mergers of one (pruner, granularity) family.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mergeprune.report.runs import Method, Run
-from mergeprune.report.values import accuracy, cost, fmt_pct, fmt_points, mean_of, teacher_accuracy
+from mergeprune.report.values import (
+    accuracy,
+    cost,
+    fmt_count,
+    fmt_pct,
+    fmt_points,
+    mean_std,
+    present,
+    teacher_accuracy,
+)
 
 MERGER_ORDER = ("none", "concat", "mtz", "pam")
+METRIC_NAMES = {"flops": "FLOPs", "params": "parameters", "nonzero_flops": "non-zero FLOPs",
+                "nonzero_params": "non-zero parameters"}
 
 
 @dataclass
@@ -143,6 +154,7 @@ class Headline:
     costs: dict[str, dict[str, float]]
     counts: dict[str, int]
     ratios: dict[tuple[str, str], dict[str, float]]
+    spreads: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def family(self) -> str:
@@ -171,11 +183,13 @@ def family_headline(pruner: str, gran: str, runs: list[Run], eligible: list[Run]
     """Mean cost per merger over the eligible runs, and the ratios between mergers."""
     mergers = sorted({r.method[0] for r in runs}, key=lambda m: method_sort_key((m, "", "")))
     by_merger = {m: [r for r in eligible if r.method[0] == m] for m in mergers}
-    costs = {m: {s: mean_of(cost(r, s, metric) for r in rs) for s in subsets}
-             for m, rs in by_merger.items() if rs}
+    stats = {m: {s: mean_std(present(cost(r, s, metric) for r in rs)) for s in subsets
+                 if present(cost(r, s, metric) for r in rs)} for m, rs in by_merger.items() if rs}
+    costs = {m: {s: ms[0] for s, ms in per.items()} for m, per in stats.items()}
+    spreads = {m: {s: ms[1] for s, ms in per.items()} for m, per in stats.items()}
     ratios = {pair: pair_ratios(costs, pair, subsets) for pair in ratio_pairs(mergers)}
     return Headline(pruner, gran, subsets, mergers, costs,
-                    {m: len(rs) for m, rs in by_merger.items()}, ratios)
+                    {m: len(rs) for m, rs in by_merger.items()}, ratios, spreads)
 
 
 def pair_ratios(costs: dict[str, dict[str, float | None]], pair: tuple[str, str],
@@ -205,16 +219,44 @@ def headlines(comp: Comparison, tolerance: float,
     return heads, excluded
 
 
-def headline_sentences(comp: Comparison, heads: list[Headline], metric: str) -> list[str]:
-    """One line per ratio that could be computed: 'up to Nx less <metric>'."""
+def merger_name(merger: str) -> str:
+    """How a sentence names a merger ('no merging' for none)."""
+    return "no merging" if merger == "none" else merger
+
+
+def cost_sentence(subject: str, baseline: str, a: tuple[float, float], b: tuple[float, float],
+                  metric: str, subset: str, condition: str) -> str:
+    """'A needs k× fewer/more <metric> than B for <subset> <condition>' from (mean, std) of A and
+    B, k >= 1, flagging a seed spread (std_A + std_B) larger than the difference of the means."""
+    (mean_a, std_a), (mean_b, std_b) = a, b
+    what = METRIC_NAMES.get(metric, metric)
+    if mean_a > 0 and mean_b > 0 and abs(mean_b / mean_a - 1) >= 0.005:
+        k = mean_b / mean_a
+        amount = f"{k:.2f}x fewer" if k > 1 else f"{1 / k:.2f}x more"
+        line = f"{subject} needs {amount} {what} than {baseline} for {subset} {condition}"
+    else:
+        line = f"{subject} needs as many {what} as {baseline} for {subset} {condition}"
+    if abs(mean_a - mean_b) < std_a + std_b:
+        line += (f"; the seed spread (±{fmt_count(std_a)} / ±{fmt_count(std_b)}) is larger than "
+                 f"the difference")
+    return line
+
+
+def headline_sentences(comp: Comparison, heads: list[Headline], metric: str,
+                       tolerance: float = 1.0) -> list[str]:
+    """One line per merger pair, for the subset where the pair's ratio is largest."""
     lines = []
+    condition = (f"(final networks within {fmt_points(tolerance)} of their teachers on test; "
+                 f"the subset where it gains most)")
     for head in heads:
         for num, den in head.ratios:
             best = head.up_to((num, den))
             if best:
-                what = "no merging" if num == "none" else num
-                lines.append(f"{comp.title}, {head.family}: {den} needs up to {best[0]:.2f}x "
-                             f"less {metric} than {what} (subset {best[1]})")
+                subset = best[1]
+                a = head.costs[den][subset], head.spreads.get(den, {}).get(subset, 0.0)
+                b = head.costs[num][subset], head.spreads.get(num, {}).get(subset, 0.0)
+                sentence = cost_sentence(den, merger_name(num), a, b, metric, subset, condition)
+                lines.append(f"{comp.title}, {head.family}: {sentence}")
     return lines
 
 
@@ -222,4 +264,4 @@ def headline_sentences_all(comps: list[Comparison], opts: Options) -> list[str]:
     """The headline sentences of every comparison."""
     return [line for c in comps
             for line in headline_sentences(c, headlines(c, opts.tolerance, opts.metric)[0],
-                                           opts.metric)]
+                                           opts.metric, opts.tolerance)]

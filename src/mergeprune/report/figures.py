@@ -1,16 +1,28 @@
-"""The report's PNG figures per comparison: cost of every task subset per method, accuracy against
-cost per task, and live neurons per group and layer (matplotlib, imported only when drawing).
+"""The report's PNG figures per comparison: cost of every task subset per method (one row of
+panels per subset size when there are many subsets), accuracy against cost per task, live neurons
+per group and layer, and (report/curve_figures.py) the pruning frontiers. No figure is wider than
+MAX_WIDTH_PX (report/plotting.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from mergeprune.report.compare import Comparison, Options, method_label
-from mergeprune.report.runs import Method
+from mergeprune.report.curve_figures import draw_curve_figures
+from mergeprune.report.plotting import (
+    MARKERS,
+    MAX_WIDTH_IN,
+    grid,
+    legend_entries,
+    legend_rows,
+    method_colors,
+    pyplot,
+    save,
+    wide,
+)
 from mergeprune.report.values import (
     accuracy,
     cost,
@@ -23,66 +35,67 @@ from mergeprune.report.values import (
     union_keys,
 )
 
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+ONE_PANEL_SUBSETS = 8  # up to this many subsets share one panel; more get a panel per size
+Series = tuple[str, str, list[list[float | None]]]  # label, colour, values per subset and run
 
 
-def pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend (imported only when drawing)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+def subset_panels(subsets: list[str]) -> list[list[str]]:
+    """The subsets drawn together: all in one panel when few, else one panel per subset size."""
+    if len(subsets) <= ONE_PANEL_SUBSETS:
+        return [subsets]
+    sizes = sorted({s.count("+") + 1 for s in subsets})
+    return [[s for s in subsets if s.count("+") + 1 == k] for k in sizes]
 
 
-def wide(values: Iterable[float | None], factor: float = 20.0) -> bool:
-    """Whether positive values span more than `factor` (then a log axis reads better)."""
-    nums = [v for v in present(values) if v > 0]
-    return len(nums) > 1 and max(nums) / min(nums) > factor
+def cost_series(comp: Comparison, subsets: list[str], metric: str) -> list[Series]:
+    """The teachers side by side and every method: its runs' cost of each subset."""
+    ok = [r for r in comp.runs if r.ok]
+    series = [("teachers (unpruned)", "lightgrey",
+               [[teacher_cost(r, s, metric) for r in ok] for s in subsets])]
+    colors = method_colors(comp)
+    series += [(method_label(m), colors[m], [[cost(r, s, metric) for r in rs] for s in subsets])
+               for m, rs in comp.methods().items()]
+    return [(n, c, v) for n, c, v in series if any(present(x) for x in v)]
 
 
-def save(fig: Any, path: Path) -> Path:
-    """Write a figure as PNG and close it."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    pyplot().close(fig)
-    return path
-
-
-def method_colors(comp: Comparison) -> dict[Method, str]:
-    """A fixed colour per method, shared by every figure of the comparison."""
-    return {m: f"C{i % 10}" for i, m in enumerate(comp.methods())}
+def bars_axis(ax: Any, series: list[Series], subsets: list[str], index: list[int], metric: str,
+              log: bool) -> None:
+    """Grouped bars (mean ± std over runs) of the subsets at positions `index` of each series."""
+    width = 0.8 / len(series)
+    for i, (name, color, per_subset) in enumerate(series):
+        stats = [mean_std(present(per_subset[j])) if present(per_subset[j]) else (math.nan, 0.0)
+                 for j in index]
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(index))]
+        ax.bar(xs, [m for m, _ in stats], width, yerr=[s for _, s in stats], color=color,
+               label=name, capsize=2)
+    ax.set_xticks(range(len(index)), [subsets[j] for j in index],
+                  rotation=30 if len(index) > 4 else 0, ha="right" if len(index) > 4 else "center",
+                  fontsize="small")
+    ax.set_ylabel(metric)
+    if log:
+        ax.set_yscale("log")
 
 
 def cost_figure(comp: Comparison, metric: str, path: Path) -> Path | None:
-    """Grouped bars: the cost of every task subset per method (teachers as a grey reference)."""
-    methods, subsets = comp.methods(), comp.subsets()
-    ok = [r for r in comp.runs if r.ok]
-    series = [("teachers (unpruned)", "lightgrey", [[teacher_cost(r, s, metric) for r in ok]
-                                                   for s in subsets])]
-    colors = method_colors(comp)
-    series += [(method_label(m), colors[m], [[cost(r, s, metric) for r in rs] for s in subsets])
-               for m, rs in methods.items()]
-    series = [(n, c, v) for n, c, v in series if any(present(x) for x in v)]
-    if not methods or not series:
+    """Grouped bars: the cost of every task subset per method (teachers as a grey reference),
+    one row of panels per subset size when there are many subsets."""
+    subsets = comp.subsets()
+    series = cost_series(comp, subsets, metric)
+    if not comp.methods() or not series:
         return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(3.0 + max(4.0, 0.35 * len(subsets) * len(series)), 4.2))
-    width = 0.8 / len(series)
-    for i, (name, color, per_subset) in enumerate(series):
-        stats = [mean_std(present(v)) if present(v) else (math.nan, 0.0) for v in per_subset]
-        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(subsets))]
-        ax.bar(xs, [m for m, _ in stats], width, yerr=[s for _, s in stats], color=color,
-               label=name, capsize=2)
-    ax.set_xticks(range(len(subsets)), subsets)
-    ax.set_xlabel("task subset")
-    ax.set_ylabel(metric)
-    if wide(v for _, _, vs in series for x in vs for v in x):
-        ax.set_yscale("log")
-    ax.set_title(comp.title)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return save(fig, path)
+    panels = subset_panels(subsets)
+    most = max(len(p) for p in panels)
+    labels = legend_rows(len(series))
+    fig, axes = grid(len(panels), min(MAX_WIDTH_IN, 2.0 + max(4.0, 0.3 * most * len(series))),
+                     3.4, max_cols=1, legend_rows=labels)
+    log = wide(v for _, _, vs in series for x in vs for v in x)
+    for ax, panel in zip(axes, panels, strict=True):
+        bars_axis(ax, series, subsets, [subsets.index(s) for s in panel], metric, log)
+        size = panel[0].count("+") + 1
+        ax.set_title("task subsets" if len(panels) == 1 else f"subsets of {size} task"
+                     + ("" if size == 1 else "s"), fontsize="medium")
+    fig.suptitle(comp.title)
+    return save(fig, path, *legend_entries(axes))
 
 
 def accuracy_axis(ax: Any, comp: Comparison, task: str, metric: str, tolerance: float) -> None:
@@ -110,22 +123,15 @@ def accuracy_axis(ax: Any, comp: Comparison, task: str, metric: str, tolerance: 
 
 
 def accuracy_figure(comp: Comparison, metric: str, tolerance: float, path: Path) -> Path | None:
-    """Accuracy against cost, one panel per task."""
+    """Accuracy against cost, one panel per task (at most three panels a row)."""
     if not comp.methods():
         return None
-    plt = pyplot()
-    n = len(comp.tasks)
-    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 4.0), squeeze=False)
-    for ax, task in zip(axes[0], comp.tasks, strict=True):
+    fig, axes = grid(len(comp.tasks), 4.6, 4.0, max_cols=3,
+                     legend_rows=legend_rows(len(comp.methods()) + 2))
+    for ax, task in zip(axes, comp.tasks, strict=True):
         accuracy_axis(ax, comp, task, metric, tolerance)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize="small",
-               bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(comp.title)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path, *legend_entries(axes))
 
 
 def groups_figure(comp: Comparison, path: Path) -> Path | None:
@@ -136,11 +142,10 @@ def groups_figure(comp: Comparison, path: Path) -> Path | None:
         return None
     groups = union_keys(((r.data.get("groups") or {}).get(lay) or {} for rs in methods.values()
                          for r in rs for lay in layers), comp.subsets())
-    plt = pyplot()
-    cmap = plt.get_cmap("tab20")
-    width = max(3.5, 0.9 * len(methods)) * len(layers)
-    fig, axes = plt.subplots(1, len(layers), figsize=(width, 4.2), squeeze=False)
-    for ax, layer in zip(axes[0], layers, strict=True):
+    cmap = pyplot().get_cmap("tab20")
+    fig, axes = grid(len(layers), max(3.5, 0.9 * len(methods)), 4.2,
+                     legend_rows=legend_rows(len(groups), 8))
+    for ax, layer in zip(axes, layers, strict=True):
         bottom = [0.0] * len(methods)
         for j, group in enumerate(groups):
             heights = [mean_of(group_count(r, layer, group) for r in rs) or 0.0
@@ -151,9 +156,8 @@ def groups_figure(comp: Comparison, path: Path) -> Path | None:
                       ha="right", fontsize="small")
         ax.set_title(layer)
         ax.set_ylabel("live neurons")
-    axes[0][-1].legend(title="group", fontsize="small")
     fig.suptitle(comp.title)
-    return save(fig, path)
+    return save(fig, path, *legend_entries(axes), ncol=8)
 
 
 def draw_figures(comp: Comparison, opts: Options) -> dict[str, Path]:
@@ -162,4 +166,5 @@ def draw_figures(comp: Comparison, opts: Options) -> dict[str, Path]:
              "accuracy": accuracy_figure(comp, opts.metric, opts.tolerance,
                                          opts.out / f"{comp.slug}_accuracy.png"),
              "groups": groups_figure(comp, opts.out / f"{comp.slug}_groups.png")}
+    drawn.update(draw_curve_figures(comp, opts))
     return {kind: p for kind, p in drawn.items() if p is not None}

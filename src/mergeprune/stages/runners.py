@@ -91,6 +91,7 @@ def run_teachers(job: Any) -> dict[str, Teacher]:
     for name, teacher in teachers.items():
         job.results["teachers"][name] = {"accuracy": teacher.accuracy, "flops": teacher.cost["flops"],
                                          "params": teacher.cost["params"], "reused": teacher.reused}
+    job.results["reference"] = {name: job.context.accuracy(t.net, "val")[name] for name, t in teachers.items()}
     return teachers
 
 
@@ -100,16 +101,18 @@ def _cfg(node: Any) -> Any:
 
 
 def _cached_net(job: Any, stage: str, describe: Callable[[Any], dict[str, Any]], inputs: tuple[Any, Any],
-                make: Callable[[str], Built]) -> tuple[GroupedNet, dict, str, str]:
+                make: Callable[[str], Built],
+                seed_describe: Callable[[Any], dict[str, Any]] | None = None) -> tuple[GroupedNet, dict, str, str]:
     """Build a network with make(key) unless cached; returns (net, report, key, seed key).
 
     describe(ids) is the stage's payload given its inputs' identities; inputs = (their cache keys,
     their seed keys). The stage is seeded from the job seed and its seed key first, so what it builds
     depends on the chain of payloads alone: not on what ran before it in this process, nor on the
-    cache's format version.
+    cache's format version. seed_describe (default describe) gives the seed's payload when some
+    knobs must not change the seed (the pruner's max_steps: where to stop, not how to get there).
     """
     payload = describe(inputs[0])
-    key, seed = cache_key(payload), cache_key(describe(inputs[1]), SEED_VERSION)
+    key, seed = cache_key(payload), cache_key((seed_describe or describe)(inputs[1]), SEED_VERSION)
 
     def build(folder: Path) -> None:
         seed_all(stage_seed(job.cfg.seed, seed))
@@ -150,14 +153,19 @@ def run_merge(job: Any, teachers: dict[str, Teacher]) -> list[Part]:
 
 
 def _each_part(job: Any, stage: str, parts: list[Part], cfg_node: Any,
-               apply: Callable[[Part, str, str], Built]) -> list[Part]:
-    """apply(part, tag, key) to every part, cached; one report, or one per part when there are several."""
+               apply: Callable[[Part, str, str], Built], seed_cfg: Any = None) -> list[Part]:
+    """apply(part, tag, key) to every part, cached; one report, or one per part when there are several.
+
+    seed_cfg (default the stage's config) is what the stage's seed is derived from.
+    """
     out, reports = [], {}
+    seeded = _cfg(cfg_node) if seed_cfg is None else seed_cfg
     for part in parts:
         tag = stage if len(parts) == 1 else f"{stage}/{part.name}"
         net, report, key, seed = _cached_net(
             job, stage, lambda ids: {"input": ids, stage: _cfg(cfg_node), "seed": int(job.cfg.seed)},
-            (part.key, part.seed), lambda key, part=part, tag=tag: apply(part, tag, key))
+            (part.key, part.seed), lambda key, part=part, tag=tag: apply(part, tag, key),
+            lambda ids: {"input": ids, stage: seeded, "seed": int(job.cfg.seed)})
         out.append(Part(part.tasks, net, key, seed))
         reports[part.name] = report
     job.results["pruning" if stage == "prune" else stage] = (
@@ -166,10 +174,25 @@ def _each_part(job: Any, stage: str, parts: list[Part], cfg_node: Any,
 
 
 def run_prune(job: Any, parts: list[Part]) -> list[Part]:
-    """Prune every part (the merged network, or each teacher with merger=none)."""
+    """Prune every part (the merged network, or each teacher with merger=none); collect the trajectories."""
     pruner = job.components["pruner"]
-    return _each_part(job, "prune", parts, job.cfg.pruner,
-                      lambda part, tag, key: pruner(part.net, job.context, tag))
+    out = _each_part(job, "prune", parts, job.cfg.pruner,
+                     lambda part, tag, key: pruner(part.net, job.context, tag,
+                                                   resume_dir=job.cache.root / "partial" / "prune" / key),
+                     seed_cfg=prune_seed_cfg(_cfg(job.cfg.pruner)))
+    reports = job.results.get("pruning", {})
+    per_part = {parts[0].name: reports} if len(parts) == 1 else reports
+    curves = {name: r.pop("trajectory") for name, r in per_part.items() if "trajectory" in r}
+    if curves:
+        job.results["trajectory"] = curves
+    return out
+
+
+def prune_seed_cfg(cfg: Any) -> Any:
+    """The pruner config without the knobs that only say where to stop (schedule.max_steps)."""
+    if isinstance(cfg, dict) and isinstance(cfg.get("schedule"), dict):
+        cfg = {**cfg, "schedule": {k: v for k, v in cfg["schedule"].items() if k != "max_steps"}}
+    return cfg
 
 
 def run_finetune(job: Any, parts: list[Part], teachers: dict[str, Teacher]) -> list[Part]:
@@ -215,6 +238,22 @@ def publish(job: Any) -> None:
     if res.get("cost"):
         cols = ["subset", "flops", "params", "nonzero_flops", "nonzero_params"]
         job.tracker.table("cost", cols, [[s] + [c[m] for m in cols[1:]] for s, c in res["cost"].items()])
+    if res.get("trajectory"):
+        tasks = list(res.get("reference", {}))
+        cols = ["part", "step", "tried", "flops", "params"] + [f"val/{t}/acc" for t in tasks] + [
+            f"test/{t}/acc" for t in tasks]
+        job.tracker.table("trajectory", cols, trajectory_rows(res["trajectory"], tasks))
     if res.get("groups"):
         rows = [[layer, group, n] for layer, groups in res["groups"].items() for group, n in groups.items()]
         job.tracker.table("groups", ["layer", "group", "neurons"], rows)
+
+
+def trajectory_rows(curves: dict[str, list[dict[str, Any]]], tasks: Sequence[str]) -> list[list[Any]]:
+    """One row per trajectory point: part, step, tried, the part's FLOPs and params, val and test accuracy."""
+    rows = []
+    for part, points in curves.items():
+        for p in points:
+            cost = p["cost"][part]
+            rows.append([part, p["step"], p["tried"], cost["flops"], cost["params"]]
+                        + [p["val"].get(t) for t in tasks] + [(p["test"] or {}).get(t) for t in tasks])
+    return rows

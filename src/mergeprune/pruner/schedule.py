@@ -1,0 +1,195 @@
+"""The pruning schedule every neuron pruner shares: small steps toward an accuracy target.
+
+Each step scores the live hidden neurons with the pruner's importance function, removes the
+least important ones worth ``step`` of the network's current all-tasks FLOPs (pruner.steps: one
+global ranking, each neuron charged what removing it saves in the grouped network), finetunes
+``finetune_epochs`` (masks enforced, fresh optimizer) and only then judges the step with the noise-
+aware accuracy test (pruner.accept: each task's validation accuracy within ``tolerance`` plus
+``noise_z`` standard errors of its accuracy before pruning). Steps start at ``step`` and grow by
+``growth`` after each accepted one, up to ``max_step``, so the redundant first 90% of a network goes
+in a few large steps; a rejected step is undone, its neurons are protected from later steps, and the
+next step is back to ``step`` (or half the last one when it was no larger, down to ``min_step``), so
+the region where accuracy starts to fall is crossed in small steps. Pruning goes on down the
+ranking, so one unremovable
+neuron or one noisy validation dip does not end it; it stops after ``patience`` rejections in a row,
+when every live neuron is protected, or after ``max_steps`` tried steps. The same rule applies to a
+teacher and to a merged network.
+
+Every accepted step is a point of the trajectory (pruner.trajectory: the cost of every task subset,
+the validation accuracy of every task, the test accuracy every ``test_every`` accepted steps), and
+its figures go to the job's metrics logger as `<tag>/flops`, `<tag>/val/<task>/acc`. Each step is
+seeded from the stage's seed and its index alone, so rerunning with ``max_steps`` = a point's
+``tried`` rebuilds that point's network, and a run killed mid-way continues from the state saved
+after its last finished step (pruner.resume) with the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.loggers import Logger
+from torch import Tensor
+
+from mergeprune.context import Context
+from mergeprune.cost import subset_cost
+from mergeprune.errors import check_choice, check_int, check_number
+from mergeprune.models.grouped import GroupedNet
+from mergeprune.pruner.accept import Acceptance
+from mergeprune.pruner.importance import Importance
+from mergeprune.pruner.masks import train_phase
+from mergeprune.pruner.resume import StepCheckpoint
+from mergeprune.pruner.steps import NORMALIZE, apply_keep, plan_step
+from mergeprune.pruner.trajectory import point, wants_test
+from mergeprune.seeding import seed_all, stage_seed
+from mergeprune.training.optim import adam, check_optimizer
+
+log = logging.getLogger(__name__)
+
+
+class Schedule:
+    """Prune toward the accuracy target in small FLOPs steps; record every accepted step."""
+
+    def __init__(self, step: float = 0.05, min_step: float = 0.0125, max_step: float = 0.25,
+                 growth: float = 1.5, patience: int = 3, max_steps: int = 150, finetune_epochs: int = 1, optimizer: Mapping[str, Any] | None = None,
+                 tolerance: float = 0.01, noise_z: float = 1.0, normalize: str = "flops",
+                 test_every: int = 1, final_epochs: int = 0, prefix: str = "pruner"):
+        self.step = check_number(step, f"{prefix}.step", low=0.0, high=1.0, strict=True)
+        self.min_step = check_number(min_step, f"{prefix}.min_step", low=0.0, high=self.step, strict=True)
+        self.max_step = check_number(max_step, f"{prefix}.max_step", low=self.step, high=1.0)
+        self.growth = check_number(growth, f"{prefix}.growth", low=1.0)
+        self.patience = check_int(patience, f"{prefix}.patience", 1)
+        self.max_steps = check_int(max_steps, f"{prefix}.max_steps", 0)
+        self.finetune_epochs = check_int(finetune_epochs, f"{prefix}.finetune_epochs", 0)
+        self.optimizer = check_optimizer(optimizer or adam(1e-3), f"{prefix}.optimizer")
+        self.accept = Acceptance(check_number(tolerance, f"{prefix}.tolerance", low=0.0, high=1.0),
+                                 check_number(noise_z, f"{prefix}.noise_z", low=0.0))
+        self.normalize = check_choice(normalize, f"{prefix}.normalize", NORMALIZE)
+        self.test_every = check_int(test_every, f"{prefix}.test_every", 0)
+        self.final_epochs = check_int(final_epochs, f"{prefix}.final_epochs", 0)
+
+    def run(self, net: GroupedNet, ctx: Context, tag: str, importance: Importance,
+            resume_dir: Path | None = None) -> dict[str, Any]:
+        """Prune net in place; returns the report (steps, trajectory, why it stopped)."""
+        ckpt = StepCheckpoint(resume_dir)
+        loaded = ckpt.load(net)
+        if loaded is not None:
+            state, protected = loaded
+            log.info("%s: resuming pruning after step %d (%d accepted) from %s", tag, state["tried"],
+                     state["accepted"], ckpt.path)
+        else:
+            state, protected = self._start(net, ctx, tag), {n: torch.zeros(len(net.groups(n)), dtype=torch.bool)
+                                                             for n in net.names[:-1]}
+            ckpt.save(net, state, protected)
+        n_val = ctx.split_size("val")
+        while state["stopped"] is None:
+            state["stopped"] = self._step(net, ctx, tag, importance, state, protected, n_val)
+            ckpt.save(net, state, protected)
+        if self.final_epochs > 0:
+            train_phase(net, ctx, self.optimizer, self.final_epochs, f"{tag}/final")
+        report = self._report(net, ctx, state, importance)
+        ckpt.clear()
+        log.info("%s: pruning stopped (%s) after %d steps (%d accepted): live %s, flops(all) %s",
+                 tag, state["stopped"], state["tried"], state["accepted"], _fmt(_live(net)),
+                 f"{report['cost_all']:,}")
+        return report
+
+    def _start(self, net: GroupedNet, ctx: Context, tag: str) -> dict[str, Any]:
+        """The state before the first step, with the trajectory's first point."""
+        base = ctx.accuracy(net, "val")
+        first = point(net, ctx, 0, 0, base, with_test=True)
+        log.info("%s: pruning from live %s, val %s, flops(all) %s", tag, _fmt(_live(net)), _fmt(base),
+                 f"{first['cost'][_all_key(net)]['flops']:,}")
+        _log_point(ctx.logger, tag, first)
+        return {"seed": int(torch.initial_seed()) & 0x7FFFFFFF, "tried": 0, "accepted": 0, "streak": 0,
+                "share": self.step, "base": base, "start_live": _live(net), "trajectory": [first],
+                "steps": [], "stopped": None}
+
+    def _step(self, net: GroupedNet, ctx: Context, tag: str, importance: Importance,
+              state: dict[str, Any], protected: dict[str, Tensor], n_val: int) -> str | None:
+        """Try one step and keep or undo it; returns why pruning stops, or None to go on."""
+        if state["tried"] >= self.max_steps:
+            return "max_steps"
+        t0, tried = time.perf_counter(), state["tried"] + 1
+        seed_all(stage_seed(state["seed"], f"step{tried}"))
+        scores = importance(net, ctx, seed=tried)
+        flops = subset_cost(net, net.full_set)["flops"]
+        plan = plan_step(net, scores, self.normalize, protected, state["share"], flops)
+        if plan is None:
+            return "nothing_left"
+        chosen, keep = plan
+        snapshot = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        apply_keep(net, keep)
+        if self.finetune_epochs > 0:
+            train_phase(net, ctx, self.optimizer, self.finetune_epochs, f"{tag}/step{tried}")
+        acc = ctx.accuracy(net, "val")
+        broken = self.accept.broken(state["base"], acc, n_val)
+        after = subset_cost(net, net.full_set)["flops"]
+        state["tried"] = tried
+        state["steps"].append({"tried": tried, "share": state["share"], "removed": len(chosen),
+                               "flops_before": flops, "flops": after, "val": acc, "accepted": not broken,
+                               "broken": broken, "live": _live(net),
+                               "seconds": round(time.perf_counter() - t0, 2)})
+        log.info("%s: step %d (%.3g of %s FLOPs): removed %d, live %s, val %s, flops(all) %s, %.1f s%s",
+                 tag, tried, state["share"], f"{flops:,}", len(chosen), _fmt(_live(net)), _fmt(acc),
+                 f"{after:,}", time.perf_counter() - t0,
+                 "" if not broken else f" -> rejected ({_fmt(broken)} below)")
+        if broken:
+            net.load_state_dict(snapshot)
+            for name, i in chosen:
+                protected[name][i] = True
+            state["streak"] += 1
+            share = state["share"]
+            state["share"] = self.step if share > self.step + 1e-12 else max(share / 2, self.min_step)
+            return "tolerance" if state["streak"] >= self.patience else None
+        state["accepted"] += 1
+        state["streak"], state["share"] = 0, min(state["share"] * self.growth, self.max_step)
+        entry = point(net, ctx, state["accepted"], tried, acc, wants_test(state["accepted"], self.test_every))
+        state["trajectory"].append(entry)
+        _log_point(ctx.logger, tag, entry)
+        return None
+
+    def _report(self, net: GroupedNet, ctx: Context, state: dict[str, Any],
+                importance: Importance) -> dict[str, Any]:
+        """What the run did: sparsity per layer, every step, the trajectory and why it stopped."""
+        return {
+            "importance": importance.name, "normalize": self.normalize,
+            "layers": {n: {"requested_sparsity": None,
+                           "achieved_sparsity": 1 - int(net.alive(n).sum()) / max(state["start_live"][n], 1)}
+                       for n in net.names[:-1]},
+            "steps": state["steps"], "tried": state["tried"], "accepted": state["accepted"],
+            "stopped": state["stopped"], "base_val_acc": state["base"],
+            "final_val_acc": ctx.accuracy(net, "val"),
+            "cost_all": subset_cost(net, net.full_set)["flops"],
+            "trajectory": state["trajectory"],
+        }
+
+
+def _log_point(logger: Logger | bool, tag: str, entry: dict[str, Any]) -> None:
+    """Send one trajectory point to the metrics logger (W&B line charts against `<tag>/step`)."""
+    if not isinstance(logger, Logger):
+        return
+    metrics = {f"{tag}/step": entry["step"],
+               f"{tag}/flops": max(c["flops"] for c in entry["cost"].values())}
+    metrics |= {f"{tag}/val/{t}/acc": a for t, a in entry["val"].items()}
+    metrics |= {f"{tag}/test/{t}/acc": a for t, a in (entry["test"] or {}).items()}
+    logger.log_metrics(metrics)
+
+
+def _all_key(net: GroupedNet) -> str:
+    """The all-tasks subset key ('lo+hi')."""
+    return "+".join(net.tasks)
+
+
+def _live(net: GroupedNet) -> dict[str, int]:
+    """Live neurons per hidden layer."""
+    return {n: int(net.alive(n).sum()) for n in net.names[:-1]}
+
+
+def _fmt(values: Mapping[str, float]) -> str:
+    """'conv1=40 fc1=100' / 'lo=0.9912'."""
+    return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
