@@ -202,7 +202,7 @@ def test_every_config_file_fits_its_schema(tmp_path: Path) -> None:
     from mergeprune.config_check import check_config
 
     stored = set(ConfigStore.instance().list(""))
-    assert {"schema_config.yaml", "schema_merger_pam.yaml", "schema_pruner_taylor.yaml"} <= stored
+    assert {"schema_config.yaml", "schema_merger_pam.yaml", "schema_pruner_neurons.yaml"} <= stored
     for group in ("merger", "pruner", "dataset", "experiment", "trainer", "finetune"):
         for path in sorted((CONF / group).glob("*.yaml")):
             cfg = make_cfg(tmp_path, [f"{group}={path.stem}"])

@@ -16,7 +16,7 @@ from mergeprune.cache import StageCache
 from mergeprune.pipeline import run_job
 from mergeprune.results import measured, same_network
 
-JOB = ["pruner=taylor", "pruner.max_iterations=3", "finetune.epochs=1", "evaluate.export=false"]
+JOB = ["pruner=taylor", "pruner.schedule.max_steps=3", "finetune.epochs=1", "evaluate.export=false"]
 
 
 @pytest.mark.parametrize("merger", ["pam", "none"])

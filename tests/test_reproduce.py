@@ -99,7 +99,7 @@ def test_driver_runs_a_preset_and_writes_the_page(tmp_path: Path) -> None:
     root, out = tmp_path / "sweeps", tmp_path / "docs" / "RESULTS.md"
     args = [sys.executable, str(ROOT / "scripts" / "reproduce.py"), "pam_overlap3", "--root", str(root),
             "--out", str(out), "--", "dataset=digits", "debug=fast", "logger=none", "seed=0",
-            "pruner.max_iterations=1", "finetune.epochs=0", "evaluate.export=false", "merger.samples=48",
+            "pruner.schedule.max_steps=1", "finetune.epochs=0", "evaluate.export=false", "merger.samples=48",
             f"paths.cache_dir={tmp_path / 'cache'}"]
     proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

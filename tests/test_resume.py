@@ -1,4 +1,5 @@
-"""A job killed mid-finetune continues from its last epoch checkpoint and ends as if never killed."""
+"""A job killed mid-finetune (or mid-pruning) continues from its last epoch (or step) checkpoint and
+ends as if never killed."""
 
 from __future__ import annotations
 
@@ -75,6 +76,36 @@ def test_killed_finetune_resumes_from_checkpoint(tmp_path: Path) -> None:
     assert measured(results) == measured(uninterrupted)
     assert same_network(tmp_path / "outputs" / "second" / "model.pt",
                         tmp_path / "outputs" / "whole" / "model.pt")
+
+
+PRUNE = ["pruner=taylor", "finetune.epochs=1", "pruner.schedule.step=0.02", "pruner.schedule.max_step=0.02",
+         "pruner.schedule.tolerance=1.0", "pruner.schedule.max_steps=40"]
+
+
+@pytest.mark.slow
+def test_killed_pruning_resumes_after_its_last_step(tmp_path: Path) -> None:
+    first = _launch(tmp_path, "first", *PRUNE)
+    partial = tmp_path / "outputs" / "cache" / "partial" / "prune"
+    deadline = time.time() + 600
+    while time.time() < deadline and first.poll() is None and not list(partial.glob("*/schedule.pt")):
+        time.sleep(0.2)
+    time.sleep(2.0)  # a few more steps
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert first.returncode == -signal.SIGKILL, "the job finished before it could be killed"
+    second = _launch(tmp_path, "second", *PRUNE)
+    out, _ = second.communicate(timeout=900)
+    assert second.returncode == 0, out
+    resumed = re.search(r"resuming pruning after step (\d+)", out)
+    assert resumed and 1 <= int(resumed.group(1)) < 40, out
+    assert not list(partial.glob("*/schedule.pt"))  # cleaned up once finished
+    whole = _launch(tmp_path, "whole", *PRUNE, "paths.cache_dir=outputs/cache_whole")
+    out, _ = whole.communicate(timeout=900)
+    assert whole.returncode == 0 and "resuming" not in out, out
+    results, uninterrupted = (json.loads((tmp_path / "outputs" / r / "results.json").read_text())
+                              for r in ("second", "whole"))
+    assert measured(results) == measured(uninterrupted)
+    assert results["trajectory"] == uninterrupted["trajectory"]
 
 
 @pytest.mark.slow

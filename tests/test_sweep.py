@@ -33,7 +33,7 @@ def job(runs: dict[str, dict], override: str) -> dict:
 
 @pytest.mark.slow
 def test_two_merger_sweep_end_to_end_then_resumes(tmp_path: Path) -> None:
-    args = ["-m", "merger=concat,pam", "pruner=taylor", "pruner.max_iterations=2", *FAST]
+    args = ["-m", "merger=concat,pam", "pruner=taylor", "pruner.schedule.max_steps=2", *FAST]
     first = cli(tmp_path, *args, "hydra.sweep.dir=outputs/first")
     assert first.returncode == 0, first.stderr[-3000:]
     runs = results(tmp_path / "outputs" / "first")

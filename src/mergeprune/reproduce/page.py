@@ -112,9 +112,10 @@ FIDELITY = [
     "most of them in the shared group.",
     "Model: the Caffe LeNet-5 (20-50-500), the ADMM papers' network, for both papers. PAM's LeNet runs "
     "used 6-16-120-84 on 124x496 composites; its headline comes from VGG on LFW.",
-    "Schedules: teachers 12 epochs of Adam (PAM: 60 epochs of SGD); Taylor-FO cuts a share of the "
-    "FLOPs per step with one finetuning epoch after each and halves a cut that breaks the tolerance "
-    "(PAM: 9% of the neurons per step, 30 steps); every job then finetunes 8 epochs with "
+    "Schedules: teachers 12 epochs of Adam (PAM: 60 epochs of SGD); Taylor-FO removes 5-25% of the "
+    "FLOPs per step with one finetuning epoch after each, undoes and protects a step that breaks the "
+    "tolerance and goes on in smaller steps (PAM: 9% of the neurons per step, 30 steps); every job "
+    "then finetunes 8 epochs with "
     "distillation. ADMM: 15 ADMM iterations of 2 epochs and 20 retraining epochs (the papers train "
     "far longer on 12x more data).",
     "Matched accuracy: a run counts in a ratio only if every task's test accuracy is within "
