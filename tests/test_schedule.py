@@ -21,7 +21,11 @@ from mergeprune.errors import ConfigError
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.models.spec import build_spec
 from mergeprune.pruner.accept import Acceptance
-from mergeprune.pruner.importance import MagnitudeImportance, TaylorImportance, per_sample_gate_grads
+from mergeprune.pruner.importance import (
+    MagnitudeImportance,
+    TaylorImportance,
+    per_sample_gate_grads,
+)
 from mergeprune.pruner.neurons import NeuronPruner
 from mergeprune.pruner.savings import unit_savings
 from mergeprune.pruner.schedule import Schedule

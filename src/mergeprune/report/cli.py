@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from mergeprune.report.compare import Options, comparisons, headline_sentences_all
+from mergeprune.report.compare import Options, comparisons
+from mergeprune.report.matched import summary_sentences
 from mergeprune.report.runs import gather
 from mergeprune.report.values import METRICS
 from mergeprune.report.writers import write_report
@@ -80,7 +81,7 @@ def _report(args: argparse.Namespace) -> int:
         return 1
     opts = Options(list(args.dirs), args.out or Path(args.dirs[0]), args.tolerance, args.metric)
     written = write_report(runs, opts)
-    for line in headline_sentences_all(comparisons(runs), opts):
+    for line in summary_sentences(comparisons(runs), opts):
         log.info(line)
     for path in written:
         log.info("wrote %s", path)

@@ -1,7 +1,7 @@
 """The pruning frontiers as small multiples: one panel per task subset, x the subset's cost, y the
 worst validation drop it allows, one line per method (mean over seeds of report/curves.frontier)
 with a min-max band over seeds, and the tolerance as a horizontal line. Many subsets (more than
-ONE_FIGURE_SUBSETS) get one figure per subset size.
+ONE_FIGURE_SUBSETS) get one figure per subset size (small sizes that fit together share one).
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from mergeprune.report.matched import curve_methods, matched_subsets
 from mergeprune.report.plotting import (
     grid,
     legend_entries,
-    legend_rows,
     method_colors,
     save,
+    size_chunks,
+    sizes_text,
     wide,
 )
-from mergeprune.report.values import mean_of, teacher_cost
+from mergeprune.report.values import fmt_points, mean_of, teacher_cost
 
 ONE_FIGURE_SUBSETS = 12
 PANEL_W, PANEL_H, MAX_COLS = 3.2, 2.6, 5
@@ -60,20 +61,20 @@ def curve_axis(ax: Any, comp: Comparison, subset: str, opts: Options, top: float
         ax.axvline(teacher, color="grey", linestyle=":", linewidth=1, label="teachers (unpruned)")
         xs.append(teacher)
     ax.axhline(opts.tolerance, color="black", linestyle="--", linewidth=1,
-               label=f"tolerance ({opts.tolerance:g} points)")
+               label=f"tolerance ({fmt_points(opts.tolerance)})")
     if wide(xs):
         ax.set_xscale("log")
     ax.set_ylim(top=top * 1.05)
     ax.set_title(subset, fontsize="small")
+    ax.set_xlabel(metric, fontsize="x-small", labelpad=1)
     ax.tick_params(labelsize=7)
 
 
 def size_groups(subsets: list[str]) -> list[tuple[str, list[str]]]:
-    """(kind suffix, subsets) per figure: all together when few, else one figure per size."""
+    """(kind suffix, subsets) per figure: all together when few, else figures by subset size."""
     if len(subsets) <= ONE_FIGURE_SUBSETS:
         return [("", subsets)]
-    sizes = sorted({s.count("+") + 1 for s in subsets})
-    return [(f"-k{k}", [s for s in subsets if s.count("+") + 1 == k]) for k in sizes]
+    return [("-k" + sizes_text(chunk).split()[0], chunk) for chunk in size_chunks(subsets, 10)]
 
 
 def curve_figure(comp: Comparison, subsets: list[str], opts: Options, path: Path) -> Path:
@@ -82,11 +83,11 @@ def curve_figure(comp: Comparison, subsets: list[str], opts: Options, path: Path
     fronts = [frontier(r, s, metric) for rs in curve_methods(comp).values() for r in rs
               for s in subsets]
     top = drop_limit(fronts, opts.tolerance)
-    labels = legend_rows(len(curve_methods(comp)) + 2)
-    fig, axes = grid(len(subsets), PANEL_W, PANEL_H, max_cols=MAX_COLS, legend_rows=labels)
+    legend = [method_label(m) for m in curve_methods(comp)] + [
+        "teachers (unpruned)", f"tolerance ({fmt_points(opts.tolerance)})"]
+    fig, axes = grid(len(subsets), PANEL_W, PANEL_H, max_cols=MAX_COLS, legend=legend)
     for ax, subset in zip(axes, subsets, strict=True):
         curve_axis(ax, comp, subset, opts, top)
-    fig.supxlabel(f"{metric} of the subset", fontsize="small")
     fig.supylabel("worst validation drop (points)", fontsize="small")
     fig.suptitle(comp.title, fontsize="medium")
     return save(fig, path, *legend_entries(axes))

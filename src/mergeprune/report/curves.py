@@ -21,6 +21,7 @@ from mergeprune.report.runs import Run
 from mergeprune.report.values import number
 
 EPS = 1e-9  # drops are compared with this slack, as the final-accuracy tolerance is
+CURVE_METRICS = ("flops", "params")
 Point = dict[str, Any]
 Front = list[tuple[float, float]]  # (drop in points, cost): drops ascending, costs descending
 

@@ -17,10 +17,11 @@ from mergeprune.report.plotting import (
     MAX_WIDTH_IN,
     grid,
     legend_entries,
-    legend_rows,
     method_colors,
     pyplot,
     save,
+    size_chunks,
+    sizes_text,
     wide,
 )
 from mergeprune.report.values import (
@@ -40,11 +41,8 @@ Series = tuple[str, str, list[list[float | None]]]  # label, colour, values per 
 
 
 def subset_panels(subsets: list[str]) -> list[list[str]]:
-    """The subsets drawn together: all in one panel when few, else one panel per subset size."""
-    if len(subsets) <= ONE_PANEL_SUBSETS:
-        return [subsets]
-    sizes = sorted({s.count("+") + 1 for s in subsets})
-    return [[s for s in subsets if s.count("+") + 1 == k] for k in sizes]
+    """The subsets drawn together: all in one panel when few, else panels by subset size."""
+    return [subsets] if len(subsets) <= ONE_PANEL_SUBSETS else size_chunks(subsets, 10)
 
 
 def cost_series(comp: Comparison, subsets: list[str], metric: str) -> list[Series]:
@@ -85,15 +83,13 @@ def cost_figure(comp: Comparison, metric: str, path: Path) -> Path | None:
         return None
     panels = subset_panels(subsets)
     most = max(len(p) for p in panels)
-    labels = legend_rows(len(series))
     fig, axes = grid(len(panels), min(MAX_WIDTH_IN, 2.0 + max(4.0, 0.3 * most * len(series))),
-                     3.4, max_cols=1, legend_rows=labels)
+                     3.4, max_cols=1, legend=[name for name, _, _ in series])
     log = wide(v for _, _, vs in series for x in vs for v in x)
     for ax, panel in zip(axes, panels, strict=True):
         bars_axis(ax, series, subsets, [subsets.index(s) for s in panel], metric, log)
-        size = panel[0].count("+") + 1
-        ax.set_title("task subsets" if len(panels) == 1 else f"subsets of {size} task"
-                     + ("" if size == 1 else "s"), fontsize="medium")
+        ax.set_title("task subsets" if len(panels) == 1 else f"subsets of {sizes_text(panel)}",
+                     fontsize="medium")
     fig.suptitle(comp.title)
     return save(fig, path, *legend_entries(axes))
 
@@ -126,8 +122,8 @@ def accuracy_figure(comp: Comparison, metric: str, tolerance: float, path: Path)
     """Accuracy against cost, one panel per task (at most three panels a row)."""
     if not comp.methods():
         return None
-    fig, axes = grid(len(comp.tasks), 4.6, 4.0, max_cols=3,
-                     legend_rows=legend_rows(len(comp.methods()) + 2))
+    legend = [method_label(m) for m in comp.methods()] + ["teacher", f"{tolerance:g}-point tolerance"]
+    fig, axes = grid(len(comp.tasks), 4.6, 4.0, max_cols=3, legend=legend)
     for ax, task in zip(axes, comp.tasks, strict=True):
         accuracy_axis(ax, comp, task, metric, tolerance)
     fig.suptitle(comp.title)
@@ -144,7 +140,7 @@ def groups_figure(comp: Comparison, path: Path) -> Path | None:
                          for r in rs for lay in layers), comp.subsets())
     cmap = pyplot().get_cmap("tab20")
     fig, axes = grid(len(layers), max(3.5, 0.9 * len(methods)), 4.2,
-                     legend_rows=legend_rows(len(groups), 8))
+                     legend=groups, ncol=8)
     for ax, layer in zip(axes, layers, strict=True):
         bottom = [0.0] * len(methods)
         for j, group in enumerate(groups):

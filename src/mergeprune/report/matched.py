@@ -44,10 +44,10 @@ def tolerance_words(tolerance: float) -> str:
 
 
 def reached_note(merger: str, stat: SeedStat) -> str:
-    """' (pam: 2/3 seeds reached)' when some seed did not reach matched accuracy, else ''."""
+    """'; pam reached it in 2 of its 3 seeds' when some seed did not, else ''."""
     if stat.n_reached == stat.n_runs:
         return ""
-    return f" ({merger}: {stat.n_reached}/{stat.n_runs} seeds reached it)"
+    return f"; {merger} reached it in {stat.n_reached} of its {stat.n_runs} seeds"
 
 
 def family_sentences(title: str, family: str, stats: dict[str, SeedStat], subset: str,

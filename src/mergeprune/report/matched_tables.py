@@ -15,10 +15,9 @@ from mergeprune.report.matched import (
     matched_sentences,
     matched_stats,
     matched_subsets,
-    tolerance_words,
 )
 from mergeprune.report.runs import Run
-from mergeprune.report.values import fmt_count, fmt_num, fmt_pct, fmt_stat
+from mergeprune.report.values import fmt_count, fmt_pct, fmt_points, fmt_stat
 
 
 def fmt_matched(stat: SeedStat) -> str:
@@ -52,7 +51,7 @@ def steps_text(run: Run, chosen: dict[str, int]) -> str:
     return f"seed {run.seed}: " + ", ".join(f"{part} step {step}" for part, step in chosen.items())
 
 
-def test_row(subset: str, method_runs: tuple[str, list[Run]], tasks: tuple[str, ...],
+def chosen_row(subset: str, method_runs: tuple[str, list[Run]], tasks: tuple[str, ...],
              tolerance: float, metric: str) -> list[str]:
     """One (subset, method) row: seeds reached, cost, worst val drop, steps, test accuracy."""
     label, runs = method_runs
@@ -60,7 +59,7 @@ def test_row(subset: str, method_runs: tuple[str, list[Run]], tasks: tuple[str, 
     hits = [(r, m) for r, m in found if m is not None]
     cells = [subset, label, f"{len(hits)}/{len(runs)}",
              fmt_stat((m.cost for _, m in hits), fmt_count),
-             fmt_stat((m.drop for _, m in hits), fmt_num),
+             fmt_stat((m.drop for _, m in hits), lambda x: f"{x:.2f}"),
              "; ".join(steps_text(r, m.steps) for r, m in hits) or "—"]
     members = subset.split("+")
     for task in tasks:
@@ -80,7 +79,7 @@ def matched_test_table(comp: Comparison, tolerance: float, metric: str) -> Table
     if not runs:
         return None
     metric = curve_metric(metric)
-    rows = [test_row(s, (method_label(m), rs), comp.tasks, tolerance, metric)
+    rows = [chosen_row(s, (method_label(m), rs), comp.tasks, tolerance, metric)
             for s in matched_subsets(comp) for m, rs in runs.items()]
     return Table(["subset", "method", "seeds reached", f"matched {metric}",
                   "worst val drop (points)", "steps chosen (on validation)"]
@@ -90,9 +89,9 @@ def matched_test_table(comp: Comparison, tolerance: float, metric: str) -> Table
 def explanation(opts: Options) -> str:
     """What the matched cost is."""
     metric = curve_metric(opts.metric)
-    text = (f"For each run and task subset: the cheapest point of its pruning trajectory that is "
-            f"{tolerance_words(opts.tolerance)} on every task of the subset (results.json "
-            f"`reference`), chosen on validation. With merger=none each teacher is pruned on its "
+    text = (f"For each run and task subset: the cheapest point of its pruning trajectory whose "
+            f"validation accuracy is within {fmt_points(opts.tolerance)} of the teacher's "
+            f"(results.json `reference`) on every task of the subset. With merger=none each teacher is pruned on its "
             f"own, so the subset's cost is the sum over its teachers, each at its own cheapest "
             f"step. Cells: {metric}, mean ± std (CV) over the seeds that reached it; 'not "
             f"reached' when no point meets the tolerance; n: runs that record a trajectory.")
@@ -104,11 +103,13 @@ def explanation(opts: Options) -> str:
 def curve_caption(kind: str, opts: Options) -> str:
     """What a frontier figure plots."""
     metric = curve_metric(opts.metric)
+    sizes = kind.rsplit("-k", 1)[-1]
     which = "every task subset" if kind == "curves" else \
-        f"the subsets of {kind.rsplit('-k', 1)[1]} task(s)"
+        f"the subsets of {sizes} task" + ("" if sizes == "1" else "s")
     return (f"Pruning frontiers of {which}: the cheapest {metric} of the subset (x) whose worst "
             f"validation drop below the teachers, over the subset's tasks, is at most y points. "
-            f"Line: mean over seeds of each method's frontier; band: min-max over seeds; dashed: "
+            f"Line: mean over seeds of each method's frontier, from the smallest drop all its "
+            f"seeds reach; band: min-max over seeds; dashed: "
             f"the {opts.tolerance:g}-point tolerance (the matched cost is where a line crosses "
             f"it); dotted: the unpruned teachers side by side. Drops beyond the top are cut off.")
 
@@ -124,7 +125,12 @@ def matched_blocks(comp: Comparison, opts: Options, figures: dict[str, Path]) ->
     blocks.append(Bullets(sentences) if sentences else
                   Text("No merger pair of one pruner reached matched accuracy for all tasks."))
     blocks += [table, Heading(4, "Test accuracy at the matched points"),
-               matched_test_table(comp, opts.tolerance, opts.metric)]
+               Text("Per subset and method, over the seeds that reached matched accuracy: the "
+                    "steps chosen on validation, the mean ± std of the matched cost, of the worst "
+                    "validation drop and of each task's test accuracy at those points ('not "
+                    "measured' where they have none; a seed whose point has none is left out).")]
+    tested = matched_test_table(comp, opts.tolerance, opts.metric)
+    blocks += [tested] if tested is not None else []
     blocks += [Figure(path, curve_caption(kind, opts)) for kind, path in figures.items()
                if kind.startswith("curves")]
     return blocks

@@ -1,25 +1,34 @@
-"""The report as a list of blocks (headings, paragraphs, bullets, tables, figures) and the
-builders of every block: overview, problems, and per comparison its runs, headline, accuracy, cost,
-compression, group sizes, timings and nested details.
+"""The builders of the report's blocks (report/blocks.py): overview, problems, and per comparison
+its runs, cost at matched accuracy (report/matched_tables.py), headline ratios of the final
+networks, accuracy, cost, compression, group sizes, timings and nested details.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
+from mergeprune.report.blocks import (
+    Block,
+    Bullets,
+    Heading,
+    Table,
+    Text,
+    figure_blocks,
+    optional_table,
+)
 from mergeprune.report.compare import (
     Comparison,
     Headline,
     Options,
-    headline_sentences_all,
     headlines,
     method_label,
     method_sort_key,
     tolerance_reason,
 )
 from mergeprune.report.evidence import evidence_rows
+from mergeprune.report.matched import summary_sentences
+from mergeprune.report.matched_tables import matched_blocks
 from mergeprune.report.runs import Run
 from mergeprune.report.values import (
     accuracy,
@@ -45,47 +54,6 @@ DETAIL_FIELDS = (("export", "Compact export (latency and more)"),
 MAX_DETAIL_ROWS = 60
 
 
-@dataclass
-class Heading:
-    """A section title."""
-
-    level: int
-    text: str
-
-
-@dataclass
-class Text:
-    """A paragraph."""
-
-    text: str
-
-
-@dataclass
-class Bullets:
-    """A bulleted list."""
-
-    items: list[str]
-
-
-@dataclass
-class Table:
-    """A table with a header row."""
-
-    headers: list[str]
-    rows: list[list[str]]
-
-
-@dataclass
-class Figure:
-    """A PNG figure written next to the report."""
-
-    path: Path
-    caption: str
-
-
-Block = Heading | Text | Bullets | Table | Figure
-
-
 def method_rows(comp: Comparison, cells: Callable[[list[Run]], list[str]]) -> list[list[str]]:
     """One row per method: label, n, then the given cells computed from its runs."""
     return [[method_label(m), str(len(rs))] + cells(rs) for m, rs in comp.methods().items()]
@@ -105,11 +73,12 @@ def runs_table(comp: Comparison, tolerance: float) -> Table:
 def headline_blocks(comp: Comparison, heads: list[Headline], excluded: list[tuple[Run, str]],
                     opts: Options) -> list[Block]:
     """Cost ratio tables per (pruner, granularity) family and the runs excluded from them."""
-    blocks: list[Block] = [Heading(3, f"Headline: how many times less {opts.metric}"),
+    blocks: list[Block] = [Heading(3, f"Final networks: how many times less {opts.metric}"),
                            Text(f"Ratio of mean {opts.metric} per task subset (A / B = B costs "
                                 f"that many times less than A), between methods with the same "
-                                f"pruner and granularity, over runs within "
-                                f"{fmt_points(opts.tolerance)} of their teachers on every task.")]
+                                f"pruner and granularity, over the final networks of runs within "
+                                f"{fmt_points(opts.tolerance)} of their teachers on every task "
+                                f"(test accuracy).")]
     for head in heads:
         blocks.append(Heading(4, f"Pruner {head.family}"))
         used = ", ".join(f"{m} n={head.counts.get(m, 0)}" for m in head.mergers)
@@ -213,6 +182,7 @@ def comparison_blocks(comp: Comparison, opts: Options, figures: dict[str, Path])
     heads, excluded = headlines(comp, opts.tolerance, opts.metric)
     blocks: list[Block] = [Heading(2, f"Comparison: {comp.title}"),
                            Heading(3, "Runs"), runs_table(comp, opts.tolerance)]
+    blocks += matched_blocks(comp, opts, figures)
     blocks += headline_blocks(comp, heads, excluded, opts)
     blocks += [Heading(3, "Accuracy per task"), accuracy_table(comp, opts.tolerance)]
     blocks += figure_blocks(figures, "accuracy",
@@ -232,16 +202,6 @@ def comparison_blocks(comp: Comparison, opts: Options, figures: dict[str, Path])
     for name, title in DETAIL_FIELDS:
         blocks += optional_table(title, details_table(comp, name))
     return blocks
-
-
-def optional_table(title: str, table: Table | None) -> list[Block]:
-    """A titled table, or nothing when there is no data."""
-    return [] if table is None else [Heading(3, title), table]
-
-
-def figure_blocks(figures: dict[str, Path], kind: str, caption: str) -> list[Block]:
-    """The figure of a kind, if it was drawn."""
-    return [Figure(figures[kind], caption)] if kind in figures else []
 
 
 def problem_blocks(runs: list[Run]) -> list[Block]:
@@ -286,7 +246,7 @@ def overview_blocks(runs: list[Run], comps: list[Comparison], opts: Options,
 def build_report(runs: list[Run], comps: list[Comparison], opts: Options,
                  figures: dict[str, dict[str, Path]]) -> list[Block]:
     """All report blocks: overview, problems, then one section per comparison."""
-    blocks = overview_blocks(runs, comps, opts, headline_sentences_all(comps, opts))
+    blocks = overview_blocks(runs, comps, opts, summary_sentences(comps, opts))
     blocks += problem_blocks(runs)
     for comp in comps:
         blocks += comparison_blocks(comp, opts, figures.get(comp.slug, {}))

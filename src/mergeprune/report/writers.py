@@ -10,10 +10,12 @@ import html
 from pathlib import Path
 from typing import Any
 
-from mergeprune.report.compare import Options, comparisons, tolerance_reason
+from mergeprune.report.blocks import Block, Bullets, Heading, Table, Text
+from mergeprune.report.compare import Options, comparisons, subset_order, tolerance_reason
+from mergeprune.report.curves import CURVE_METRICS, has_curves, matched
 from mergeprune.report.figures import draw_figures
 from mergeprune.report.runs import Run
-from mergeprune.report.tables import Block, Bullets, Heading, Table, Text, build_report
+from mergeprune.report.tables import build_report
 from mergeprune.report.values import METRICS, accuracy, teacher_accuracy, union_keys
 
 # ----------------------------------------------------------------------------- Markdown and HTML
@@ -109,6 +111,25 @@ def csv_row(run: Run, tolerance: float) -> dict[str, Any]:
         latency = (info or {}).get("latency_ms") if isinstance(info, dict) else None
         if isinstance(latency, dict):
             row.update({f"latency_ms/{subset}/{b}": v for b, v in latency.items()})
+    row.update(matched_columns(run, tolerance))
+    return row
+
+
+def matched_columns(run: Run, tolerance: float) -> dict[str, Any]:
+    """Per subset: the cost at matched accuracy per metric and, for flops, the steps chosen, the
+    `tried` count to rebuild them with (pruner.max_steps) and the test accuracy there."""
+    if not run.ok or not has_curves(run):
+        return {}
+    row: dict[str, Any] = {}
+    for subset in subset_order(tuple(run.tasks)):
+        for metric in CURVE_METRICS:
+            found = matched(run, subset, tolerance, metric)
+            row[f"matched_{metric}/{subset}"] = found.cost if found else None
+        found = matched(run, subset, tolerance, "flops")
+        if found:
+            row[f"matched_steps/{subset}"] = " ".join(f"{p}:{s}" for p, s in found.steps.items())
+            row[f"matched_tried/{subset}"] = " ".join(f"{p}:{t}" for p, t in found.tried.items())
+            row.update({f"matched_test/{subset}/{t}": a for t, a in found.test.items()})
     return row
 
 
