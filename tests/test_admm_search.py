@@ -30,7 +30,7 @@ LAYERS = [{"name": "conv1", "kind": "conv", "width": 6, "kernel": 5, "padding": 
 # one short ADMM iteration and one retraining epoch a rung; keep half of every layer at s = 1
 FAST = ["pruner.iterations=1", "pruner.epochs_per_iteration=1", "pruner.retrain_epochs=1",
         "pruner.rho=0.05", "pruner.keep.conv1=0.5", "pruner.keep.conv2=0.5", "pruner.keep.fc1=0.5",
-        "pruner.bisect_steps=1", "pruner.max_rungs=6"]
+        "pruner.max_rungs=6"]
 FIELDS = {"step", "tried", "cost", "val", "test", "live"}
 
 
@@ -157,6 +157,22 @@ def test_trajectory_points_have_the_schema_and_falling_flops(default_run) -> Non
     assert all(b < a for a, b in zip(flops, flops[1:], strict=False))
     assert [p["step"] for p in points] == list(range(len(points)))
     assert [p["tried"] for p in points[1:]] == [t["tried"] for t in trained(report) if t["accepted"]]
+
+
+def test_trajectory_of_a_two_task_star_network(setup) -> None:
+    spec = setup.teacher.spec
+    bits = [[3] * (la.width // 2) + [1] * (la.width // 4) + [2] * (la.width - la.width // 2 - la.width // 4)
+            for la in spec.layers]  # per layer: shared by lo+hi, lo only, hi only
+    pl.seed_everything(2, verbose=False)
+    net = GroupedNet(spec, ["lo", "hi"], {"lo": 5, "hi": 5}, bits)
+    report = pruner(setup.root, "pruner.tolerance=1.0", "pruner.ladder_factor=0.3")(net, setup.job, "star").report
+    points = report["trajectory"]
+    assert len(points) == report["search"]["trained_rungs"] + 1 >= 3
+    for p in points:
+        assert set(p) == FIELDS and set(p["cost"]) == {"lo", "hi", "lo+hi"} and set(p["val"]) == {"lo", "hi"}
+    flops = [p["cost"]["lo+hi"]["flops"] for p in points]
+    assert all(b < a for a, b in zip(flops, flops[1:], strict=False))
+    assert [t["flops"] for t in report["search"]["tried"] if t["trained"]] == flops[1:]
 
 
 def test_search_false_is_plain_one_shot_admm(setup) -> None:

@@ -104,7 +104,7 @@ def test_debug_and_experiment_override_the_top_level_keys(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(("override", "key"), [
-    ("pruner.tolerance=2", "pruner.tolerance"),
+    ("pruner.schedule.tolerance=2", "pruner.schedule.tolerance"),
     ("dataset.train_size=-5", "dataset.train_size"),
     ("+foo=1", "foo"),
     ("+teachers.foo=1", "teachers.foo"),
@@ -113,7 +113,7 @@ def test_debug_and_experiment_override_the_top_level_keys(tmp_path: Path) -> Non
     ("seed=-1", "seed"),
     ("merger.samples=abc", "merger.samples"),  # the component schemas type the knobs
     ("+merger.foo=1", "merger.foo"),
-    ("pruner.optimizer=adam", "pruner.optimizer"),
+    ("pruner.schedule.optimizer=adam", "pruner.schedule.optimizer"),
     ("trainer.num_nodes=0", "trainer.num_nodes"),
     ("evaluate.export=maybe", "evaluate.export"),
     ("dataset.batch_size=0", "dataset.batch_size"),

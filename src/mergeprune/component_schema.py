@@ -86,7 +86,7 @@ class NoPrunerConf:
 
 @dataclass
 class AdmmKnobs:
-    """The knobs both ADMM pruners have (one-shot: admm, admm_neurons; admm_progressive)."""
+    """The knobs every ADMM pruner has (one-shot: admm; searched: admm_neurons; admm_progressive)."""
 
     _recursive_: bool = False
     granularity: str = "unstructured"
@@ -103,12 +103,27 @@ class AdmmKnobs:
 
 @dataclass
 class AdmmPrunerConf(AdmmKnobs):
-    """pruner=admm (and admm_neurons)."""
+    """pruner=admm."""
 
     _target_: str = "mergeprune.pruner.admm.AdmmPruner"
     name: str = "admm"
     keep: dict[str, float] | None = None
     target_compression: float | None = None
+
+
+@dataclass
+class AdmmSearchPrunerConf(AdmmPrunerConf):
+    """pruner=admm_neurons: one-shot ADMM with its keep scale searched for the accuracy target."""
+
+    _target_: str = "mergeprune.pruner.admm_search.AdmmSearchPruner"
+    name: str = "admm_neurons"
+    search: bool = True
+    ladder_factor: float = 0.7
+    bisect_steps: int = 2
+    max_rungs: int = 8
+    tolerance: float = 0.01
+    noise_z: float = 1.0
+    test_every: int = 1
 
 
 @dataclass
@@ -205,7 +220,8 @@ class FinetuneConf:
 
 
 COMPONENTS = {"merger": (NoMergerConf, ConcatMergerConf, MtzMergerConf, PamMergerConf),
-              "pruner": (NoPrunerConf, AdmmPrunerConf, ProgressiveAdmmPrunerConf, MagnitudePrunerConf,
+              "pruner": (NoPrunerConf, AdmmPrunerConf, AdmmSearchPrunerConf, ProgressiveAdmmPrunerConf,
+                         MagnitudePrunerConf,
                          NeuronPrunerConf),
               "finetune": (FinetuneConf,)}
 PARTS = (TaylorImportanceConf, MagnitudeImportanceConf)  # nodes inside a component's node

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Counts = Mapping[str, int]
+FREE_STEPS = 4  # bisection ends after this many untrained steps in a row (no new budget in between)
 Judge = Callable[[float, Counts, str], tuple[bool, dict[str, Any]]]
 
 
@@ -101,14 +102,14 @@ class ScaleSearch:
 
     def _bisect(self, accepted: float, rejected: float) -> float:
         """Bisect in log s for `bisect_steps` trained steps; returns the smallest accepted scale."""
-        for _ in range(64):  # free steps (budgets already judged) narrow the bracket at no cost
-            if self.trained("bisect") >= self.bisect_steps or accepted <= rejected * (1 + 1e-9):
-                break
+        free = 0  # steps to budgets already judged narrow the bracket at no cost, a few in a row
+        while self.trained("bisect") < self.bisect_steps and free < FREE_STEPS:
             mid = math.sqrt(accepted * rejected)
             if self._try(mid, "bisect"):
                 accepted = mid
             else:
                 rejected = mid
+            free = 0 if self.trials[-1].trained else free + 1
         return accepted
 
     def _try(self, scale: float, phase: str) -> bool:

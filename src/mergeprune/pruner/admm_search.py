@@ -59,11 +59,11 @@ class AdmmSearchPruner(AdmmPruner):
         self.test_every = check_int(test_every, "pruner.test_every", 0)
 
     def __call__(self, net: GroupedNet, ctx: Context, tag: str, resume_dir: Path | None = None) -> Built:
-        """Prune net in place to the cheapest accepted budget (or the fixed one); return it with its report."""
+        """Prune net in place to the cheapest accepted budget (or the fixed one); return it and its report."""
         if not self.search:
             return super().__call__(net, ctx, tag, resume_dir)
         base = self.budget.ratios(net, self.granularity)
-        rungs = Rungs(self, net, ctx, tag)
+        rungs = Rungs(self, net, ctx, tag, list(base))
         search = ScaleSearch(lambda s: self.counts(net, base, s), rungs.is_whole, rungs.judge,
                              ceiling(base), self.ladder_factor, self.bisect_steps, self.max_rungs)
         chosen = search.run(1.0)
@@ -71,14 +71,16 @@ class AdmmSearchPruner(AdmmPruner):
         report = sparsity_report(net, scaled(base, chosen), self.granularity) | {
             "method": "admm", "search": self._summary(net, ctx, search, base, chosen, rungs.epochs),
             "trajectory": rungs.trajectory, "settings": self.settings.describe()}
-        log.info("%s: chose scale %.4g (%s; %d rungs trained, %d epochs): live %s, val %s, flops(all) %s",
-                 tag, chosen, search.stopped, search.trained(), report["search"]["epochs"],
-                 _fmt(live(net)), _fmt(report["search"]["final_val"]), f"{report['search']['flops']:,}")
+        summary = report["search"]
+        log.info("%s: chose scale %.4g (%s; %d rungs, %d epochs): live %s, val %s, flops(all) %s", tag,
+                 chosen, search.stopped, search.trained(), summary["epochs"], _fmt(live(net)),
+                 _fmt(summary["final_val"]), f"{summary['flops']:,}")
         return Built(net, report)
 
     def counts(self, net: GroupedNet, base: Mapping[str, float], scale: float) -> dict[str, int]:
         """Units every prunable layer keeps at a scale (round(ratio * all units), at least 1)."""
-        return {n: units_for(r, total_units(net, n, self.granularity)) for n, r in scaled(base, scale).items()}
+        ratios = scaled(base, scale)
+        return {n: units_for(r, total_units(net, n, self.granularity)) for n, r in ratios.items()}
 
     def _summary(self, net: GroupedNet, ctx: Context, search: ScaleSearch, base: Mapping[str, float],
                  chosen: float, epochs: int) -> dict[str, Any]:
@@ -89,21 +91,24 @@ class AdmmSearchPruner(AdmmPruner):
                 "tried": [t.as_dict() for t in search.trials], "chosen_scale": chosen,
                 "chosen_counts": self.counts(net, base, chosen), "stopped": search.stopped,
                 "trained_rungs": search.trained(), "epochs": epochs,
-                "final_val": ctx.accuracy(net, "val"), "flops": subset_cost(net, net.full_set)["flops"]}
+                "final_val": ctx.accuracy(net, "val"),
+                "flops": subset_cost(net, net.full_set)["flops"]}
 
 
 class Rungs:
-    """Trains and judges rungs, warm-starting each from the cheapest accepted network; keeps the trajectory."""
+    """Trains and judges rungs, each warm-started from the cheapest accepted network; keeps the trajectory."""
 
-    def __init__(self, pruner: AdmmSearchPruner, net: GroupedNet, ctx: Context, tag: str):
+    def __init__(self, pruner: AdmmSearchPruner, net: GroupedNet, ctx: Context, tag: str,
+                 layers: list[str]):
         self.pruner, self.ctx, self.tag = pruner, ctx, tag
         self.reference = ctx.accuracy(net, "val")
         self.n_val = ctx.split_size("val")
-        self.start_live = {n: kept_units(net, n, pruner.granularity) for n in pruner.budget.ratios(net, pruner.granularity)}
+        self.start_live = {n: kept_units(net, n, pruner.granularity) for n in layers}
         self.best = copy.deepcopy(net)
         self.seed = draw_seed()
         self.tried = self.accepted = self.epochs = 0
-        self.trajectory = [point(net, ctx, 0, 0, self.reference, with_test=wants_test(0, pruner.test_every))]
+        first = wants_test(0, pruner.test_every)
+        self.trajectory = [point(net, ctx, 0, 0, self.reference, with_test=first)]
         log.info("%s: ADMM search from live %s, val %s, flops(all) %s", tag, _fmt(live(net)),
                  _fmt(self.reference), f"{subset_cost(net, net.full_set)['flops']:,}")
 
@@ -112,26 +117,35 @@ class Rungs:
         return all(counts[n] >= k for n, k in self.start_live.items())
 
     def judge(self, scale: float, counts: Mapping[str, int], phase: str) -> tuple[bool, dict[str, Any]]:
-        """ADMM to the budget from the cheapest accepted network, retrain, test; returns (accepted, details)."""
+        """Train one rung to the budget and test it; returns (accepted, what the report lists)."""
         t0, self.tried = time.perf_counter(), self.tried + 1
-        seed_all(stage_seed(self.seed, f"rung{self.tried}"))
-        trial = copy.deepcopy(self.best)
-        cfg = self.pruner.settings
-        info = admm_stage(trial, self.ctx, f"{self.tag}/rung{self.tried}", counts, cfg)
-        self.epochs += cfg.retrain_epochs + (cfg.iterations * cfg.epochs_per_iteration if info["constrained"] else 0)
+        trial, hard = self._train(counts)
         val = self.ctx.accuracy(trial, "val")
         broken = self.pruner.accept.broken(self.reference, val, self.n_val)
-        flops = subset_cost(trial, trial.full_set)["flops"]
+        details = {"tried": self.tried, "val": val, "flops": subset_cost(trial, trial.full_set)["flops"],
+                   "live": live(trial), "broken": broken, "val_acc_hard_pruned": hard,
+                   "seconds": round(time.perf_counter() - t0, 2)}
         log.info("%s: rung %d (%s, scale %.4g): live %s, val %s, flops(all) %s, %.1f s -> %s", self.tag,
-                 self.tried, phase, scale, _fmt(live(trial)), _fmt(val), f"{flops:,}",
-                 time.perf_counter() - t0, "accepted" if not broken else f"rejected ({_fmt(broken)} below)")
+                 self.tried, phase, scale, _fmt(details["live"]), _fmt(val), f"{details['flops']:,}",
+                 details["seconds"], f"rejected ({_fmt(broken)} below)" if broken else "accepted")
         if not broken:
-            self.best, self.accepted = trial, self.accepted + 1
-            self.trajectory.append(point(trial, self.ctx, self.accepted, self.tried, val,
-                                         with_test=wants_test(self.accepted, self.pruner.test_every)))
-        return not broken, {"tried": self.tried, "val": val, "flops": flops, "live": live(trial),
-                            "broken": broken, "seconds": round(time.perf_counter() - t0, 2),
-                            "val_acc_hard_pruned": info["val_acc_hard_pruned"]}
+            self._accept(trial, val)
+        return not broken, details
+
+    def _train(self, counts: Mapping[str, int]) -> tuple[GroupedNet, float | None]:
+        """ADMM to the budget from a copy of the cheapest accepted network (seeded by the rung's index)."""
+        seed_all(stage_seed(self.seed, f"rung{self.tried}"))
+        trial, cfg = copy.deepcopy(self.best), self.pruner.settings
+        info = admm_stage(trial, self.ctx, f"{self.tag}/rung{self.tried}", counts, cfg)
+        admm_epochs = cfg.iterations * cfg.epochs_per_iteration if info["constrained"] else 0
+        self.epochs += admm_epochs + cfg.retrain_epochs
+        return trial, info["val_acc_hard_pruned"]
+
+    def _accept(self, trial: GroupedNet, val: Mapping[str, float]) -> None:
+        """Keep an accepted rung as the new warm start and add it to the trajectory."""
+        self.best, self.accepted = trial, self.accepted + 1
+        with_test = wants_test(self.accepted, self.pruner.test_every)
+        self.trajectory.append(point(trial, self.ctx, self.accepted, self.tried, dict(val), with_test))
 
 
 def scaled(base: Mapping[str, float], scale: float) -> dict[str, float]:
