@@ -22,6 +22,8 @@ import json
 import math
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -251,3 +253,18 @@ def test_five_task_figures_at_most_1600_px_wide(tmp_path: Path) -> None:
     assert header.count("|") == 2 + 31 + 1  # method, n and the 31 subsets
     # pam: step 2 of its merged part (478, 525); none: step 3 of each teacher (5 x 210, 5 x 232)
     assert "pam needs 2.20x fewer FLOPs than no merging for a+b+c+d+e at matched accuracy" in markdown
+
+
+def test_spread_script_rows_equal_the_hand_computed_seed_statistics(tmp_path: Path) -> None:
+    from mergeprune.report.spread import spread_rows
+
+    rows = spread_rows(gather([FIXTURES]), 1.0)
+    by = {(r["variant"].split("/")[0], r["subset"]): r for r in rows}
+    pam, mtz = by[("pam", "lo+hi")], by[("mtz", "lo+hi")]
+    assert sorted(pam["values"]) == [900, 1100] and pam["cv"] == pytest.approx(SEVEN / 1000)
+    assert (mtz["reached"], len(mtz["seeds"]), mtz["mean"]) == (2, 3, 900)
+    out = tmp_path / "rows.json"
+    script = Path(__file__).parents[1] / "scripts" / "matched_spread.py"
+    done = subprocess.run([sys.executable, str(script), str(FIXTURES), "--json", str(out)],
+                          capture_output=True, text=True, check=True)
+    assert "| pam/" in done.stdout and json.loads(out.read_text())
