@@ -166,6 +166,7 @@ class ScheduleConf:
     min_step: float = 0.0125
     max_step: float = 0.25
     growth: float = 1.5
+    slow_at: float = 0.5
     patience: int = 3
     max_steps: int = 150
     finetune_epochs: int = 1

@@ -7,7 +7,8 @@ global ranking, each neuron charged what removing it saves in the grouped networ
 aware accuracy test (pruner.accept: each task's validation accuracy within ``tolerance`` plus
 ``noise_z`` standard errors of its accuracy before pruning). Steps start at ``step`` and grow by
 ``growth`` after each accepted one, up to ``max_step``, so the redundant first 90% of a network goes
-in a few large steps; a rejected step is undone, its neurons are protected from later steps, and the
+in a few large steps; once some task has lost ``slow_at`` of its tolerance, steps stay at ``step``,
+so the trajectory is fine where the methods are compared; a rejected step is undone, its neurons are protected from later steps, and the
 next step is back to ``step`` (or half the last one when it was no larger, down to ``min_step``), so
 the region where accuracy starts to fall is crossed in small steps. Pruning goes on down the
 ranking, so one unremovable
@@ -55,13 +56,14 @@ class Schedule:
     """Prune toward the accuracy target in small FLOPs steps; record every accepted step."""
 
     def __init__(self, step: float = 0.05, min_step: float = 0.0125, max_step: float = 0.25,
-                 growth: float = 1.5, patience: int = 3, max_steps: int = 150, finetune_epochs: int = 1, optimizer: Mapping[str, Any] | None = None,
+                 growth: float = 1.5, slow_at: float = 0.5, patience: int = 3, max_steps: int = 150, finetune_epochs: int = 1, optimizer: Mapping[str, Any] | None = None,
                  tolerance: float = 0.01, noise_z: float = 1.0, normalize: str = "flops",
                  test_every: int = 1, final_epochs: int = 0, prefix: str = "pruner"):
         self.step = check_number(step, f"{prefix}.step", low=0.0, high=1.0, strict=True)
         self.min_step = check_number(min_step, f"{prefix}.min_step", low=0.0, high=self.step, strict=True)
         self.max_step = check_number(max_step, f"{prefix}.max_step", low=self.step, high=1.0)
         self.growth = check_number(growth, f"{prefix}.growth", low=1.0)
+        self.slow_at = check_number(slow_at, f"{prefix}.slow_at", low=0.0, high=1.0)
         self.patience = check_int(patience, f"{prefix}.patience", 1)
         self.max_steps = check_int(max_steps, f"{prefix}.max_steps", 0)
         self.finetune_epochs = check_int(finetune_epochs, f"{prefix}.finetune_epochs", 0)
@@ -147,7 +149,10 @@ class Schedule:
             state["share"] = self.step if share > self.step + 1e-12 else max(share / 2, self.min_step)
             return "tolerance" if state["streak"] >= self.patience else None
         state["accepted"] += 1
-        state["streak"], state["share"] = 0, min(state["share"] * self.growth, self.max_step)
+        worst = max(state["base"][t] - a for t, a in acc.items())
+        near = worst >= self.slow_at * self.accept.tolerance
+        state["streak"], state["share"] = 0, self.step if near else min(state["share"] * self.growth,
+                                                                         self.max_step)
         entry = point(net, ctx, state["accepted"], tried, acc, wants_test(state["accepted"], self.test_every))
         state["trajectory"].append(entry)
         _log_point(ctx.logger, tag, entry)
