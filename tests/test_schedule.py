@@ -84,7 +84,7 @@ def zeroed_teacher(setup: SimpleNamespace) -> GroupedNet:
 
 def schedule(**kw: object) -> Schedule:
     """A schedule without finetuning between steps, by default."""
-    return Schedule(**{"finetune_epochs": 0, **kw})
+    return Schedule(**{"finetune_epochs": 0, "recovery_epochs": 0, **kw})
 
 
 class Fixed:
@@ -224,6 +224,18 @@ def test_rejections_reset_then_halve_the_step_and_accepts_grow_it(setup: SimpleN
     assert all(p["val"]["lo"] >= base["lo"] for p in report["trajectory"])  # tolerance 0: no kept step loses
 
 
+def test_steps_beyond_the_tolerance_get_recovery_epochs_before_they_are_judged(setup: SimpleNamespace) -> None:
+    net = copy.deepcopy(setup.teacher)
+    report = schedule(tolerance=0.005, noise_z=0.0, step=0.3, max_step=0.3, recovery_epochs=1,
+                      max_steps=6).run(net, setup.job, "t", TAYLOR)
+    base = report["base_val_acc"]["lo"]
+    assert any(s["recovered"] for s in report["steps"])
+    for s in report["steps"]:
+        before = s["val_before_recovery"]["lo"] if s["recovered"] else s["val"]["lo"]
+        assert s["recovered"] == (base - before > 0.005)  # recovery exactly when beyond the tolerance
+        assert s["accepted"] == (base - s["val"]["lo"] <= 0.005 + 1e-12)  # judged after it
+
+
 def test_trajectory_records_every_accepted_step(setup: SimpleNamespace) -> None:
     net = grouped(setup, seed=2)
     report = schedule(tolerance=1.0, max_steps=5, test_every=2).run(net, setup.job, "t", TAYLOR)
@@ -328,7 +340,7 @@ def test_a_corrupt_pruning_checkpoint_is_discarded_with_a_warning(setup: SimpleN
 @pytest.mark.parametrize(("knob", "value"), [
     ("step", 0.0), ("step", 1.5), ("min_step", 0.5), ("max_step", 0.01), ("growth", 0.5), ("slow_at", 1.5),
     ("patience", 0),
-    ("finetune_epochs", -1), ("max_steps", 1.5), ("tolerance", -0.1), ("noise_z", -1.0),
+    ("finetune_epochs", -1), ("recovery_epochs", -1), ("max_steps", 1.5), ("tolerance", -0.1), ("noise_z", -1.0),
     ("optimizer", {"_target_": "torch.optim.Adam", "lr": 0}), ("final_epochs", -2), ("normalize", "l1"),
     ("optimizer", "rmsprop"), ("test_every", -1),
 ])

@@ -170,6 +170,7 @@ class ScheduleConf:
     patience: int = 3
     max_steps: int = 150
     finetune_epochs: int = 1
+    recovery_epochs: int = 2
     optimizer: Any = None
     tolerance: float = 0.01
     noise_z: float = 1.0

@@ -3,7 +3,9 @@
 Each step scores the live hidden neurons with the pruner's importance function, removes the
 least important ones worth ``step`` of the network's current all-tasks FLOPs (pruner.steps: one
 global ranking, each neuron charged what removing it saves in the grouped network), finetunes
-``finetune_epochs`` (masks enforced, fresh optimizer) and only then judges the step with the noise-
+``finetune_epochs`` (masks enforced, fresh optimizer; a step that leaves some task more than
+``tolerance`` below its start gets ``recovery_epochs`` more, so a step near the target is judged on
+a network that has recovered what it can) and only then judges the step with the noise-
 aware accuracy test (pruner.accept: each task's validation accuracy within ``tolerance`` plus
 ``noise_z`` standard errors of its accuracy before pruning). Steps start at ``step`` and grow by
 ``growth`` after each accepted one, up to ``max_step``, so the redundant first 90% of a network goes
@@ -56,7 +58,9 @@ class Schedule:
     """Prune toward the accuracy target in small FLOPs steps; record every accepted step."""
 
     def __init__(self, step: float = 0.05, min_step: float = 0.0125, max_step: float = 0.25,
-                 growth: float = 1.5, slow_at: float = 0.5, patience: int = 3, max_steps: int = 150, finetune_epochs: int = 1, optimizer: Mapping[str, Any] | None = None,
+                 growth: float = 1.5, slow_at: float = 0.5, patience: int = 3, max_steps: int = 150,
+                 finetune_epochs: int = 1, recovery_epochs: int = 2,
+                 optimizer: Mapping[str, Any] | None = None,
                  tolerance: float = 0.01, noise_z: float = 1.0, normalize: str = "flops",
                  test_every: int = 1, final_epochs: int = 0, prefix: str = "pruner"):
         self.step = check_number(step, f"{prefix}.step", low=0.0, high=1.0, strict=True)
@@ -67,6 +71,7 @@ class Schedule:
         self.patience = check_int(patience, f"{prefix}.patience", 1)
         self.max_steps = check_int(max_steps, f"{prefix}.max_steps", 0)
         self.finetune_epochs = check_int(finetune_epochs, f"{prefix}.finetune_epochs", 0)
+        self.recovery_epochs = check_int(recovery_epochs, f"{prefix}.recovery_epochs", 0)
         self.optimizer = check_optimizer(optimizer or adam(1e-3), f"{prefix}.optimizer")
         self.accept = Acceptance(check_number(tolerance, f"{prefix}.tolerance", low=0.0, high=1.0),
                                  check_number(noise_z, f"{prefix}.noise_z", low=0.0))
@@ -128,12 +133,18 @@ class Schedule:
         apply_keep(net, keep)
         if self.finetune_epochs > 0:
             train_phase(net, ctx, self.optimizer, self.finetune_epochs, f"{tag}/step{tried}")
-        acc = ctx.accuracy(net, "val")
+        acc = first = ctx.accuracy(net, "val")
+        recovered = self.recovery_epochs > 0 and any(
+            state["base"][t] - a > self.accept.tolerance for t, a in acc.items())
+        if recovered:
+            train_phase(net, ctx, self.optimizer, self.recovery_epochs, f"{tag}/step{tried}/recovery")
+            acc = ctx.accuracy(net, "val")
         broken = self.accept.broken(state["base"], acc, n_val)
         after = subset_cost(net, net.full_set)["flops"]
         state["tried"] = tried
         state["steps"].append({"tried": tried, "share": state["share"], "removed": len(chosen),
-                               "flops_before": flops, "flops": after, "val": acc, "accepted": not broken,
+                               "flops_before": flops, "flops": after, "val": acc, "val_before_recovery": first if recovered else None, "recovered": recovered,
+                               "accepted": not broken,
                                "broken": broken, "live": _live(net),
                                "seconds": round(time.perf_counter() - t0, 2)})
         log.info("%s: step %d (%.3g of %s FLOPs): removed %d, live %s, val %s, flops(all) %s, %.1f s%s",
