@@ -195,7 +195,7 @@ def test_an_unremovable_first_ranked_neuron_is_protected_and_pruning_goes_on(set
     scores["conv1"][0] = 0.0  # ranked first, and unremovable
     start = subset_cost(net, net.full_set)["flops"]
     # steps of 1% of the FLOPs: one conv neuron at a time (a conv neuron saves more than that)
-    report = schedule(tolerance=0.0, noise_z=0.0, normalize="none", step=0.01, max_step=0.01,
+    report = schedule(tolerance=0.0, noise_z=0.0, normalize="none", step=0.01, max_step=1.0,
                       min_step=0.01, growth=1.0).run(net, setup.job, "t", Fixed(scores))
     steps = report["steps"]
     assert not steps[0]["accepted"] and steps[0]["removed"] == 1  # conv1[0] alone, rejected
@@ -205,6 +205,24 @@ def test_an_unremovable_first_ranked_neuron_is_protected_and_pruning_goes_on(set
         assert not net.alive(name)[idx].any(), name
     assert report["cost_all"] <= 0.75 * start
     assert accuracy(net, setup.tasks, setup.dm, "val")["lo"] >= base  # tolerance 0
+
+
+def test_neurons_larger_than_the_largest_step_go_alone_and_last(setup: SimpleNamespace) -> None:
+    net = copy.deepcopy(setup.teacher)
+    saved, flops = unit_savings(net), subset_cost(net, net.full_set)["flops"]
+    small = max(saved["conv2"].max(), saved["fc1"].max()).item()
+    assert saved["conv1"].min().item() > 1.2 * small  # precondition: every conv1 filter is the largest
+    cap = 1.1 * small / flops  # conv1 filters are oversized at the start (and stay so as the net shrinks)
+    scores = {n: torch.ones(w) for n, w in WIDTHS.items()}
+    scores["conv1"][:] = 0.0  # ranked first for removal
+    report = schedule(tolerance=1.0, normalize="none", step=cap / 2, min_step=cap / 4, max_step=cap,
+                      max_steps=60).run(net, setup.job, "t", Fixed(scores))
+    steps = report["steps"]
+    first_conv1 = next(i for i, st in enumerate(steps) if st["live"]["conv1"] < 6)
+    assert first_conv1 > 0 and all(not st["oversized"] for st in steps[:first_conv1])
+    assert steps[first_conv1]["oversized"] and steps[first_conv1]["removed"] == 1
+    assert all(st["removed"] == 1 for st in steps if st["oversized"])
+    assert steps[first_conv1 - 1]["live"]["fc1"] < 16 and steps[first_conv1 - 1]["live"]["conv2"] < 8
 
 
 def test_rejections_reset_then_halve_the_step_and_accepts_grow_it(setup: SimpleNamespace) -> None:

@@ -14,8 +14,11 @@ so the trajectory is fine where the methods are compared; a rejected step is und
 next step is back to ``step`` (or half the last one when it was no larger, down to ``min_step``), so
 the region where accuracy starts to fall is crossed in small steps. Pruning goes on down the
 ranking, so one unremovable
-neuron or one noisy validation dip does not end it; it stops after ``patience`` rejections in a row,
-when every live neuron is protected, or after ``max_steps`` tried steps. The same rule applies to a
+neuron or one noisy validation dip does not end it. A neuron that alone saves more than
+``max_step`` of the FLOPs is not part of ordinary steps (pruner.steps): it is tried alone, once
+nothing smaller is left or after ``patience`` rejections in a row. Pruning stops when, after
+``patience`` rejections in a row, no such neuron is left to try (``tolerance``), when every live
+neuron is protected (``nothing_left``), or after ``max_steps`` tried steps. The same rule applies to a
 teacher and to a merged network.
 
 Every accepted step is a point of the trajectory (pruner.trajectory: the cost of every task subset,
@@ -125,9 +128,13 @@ class Schedule:
         seed_all(stage_seed(state["seed"], f"step{tried}"))
         scores = importance(net, ctx, seed=tried)
         flops = subset_cost(net, net.full_set)["flops"]
-        plan = plan_step(net, scores, self.normalize, protected, state["share"], flops)
+        cap, spent = self.max_step * flops, state["streak"] >= self.patience
+        plan = plan_step(net, scores, self.normalize, protected, state["share"], flops, cap, oversized=spent)
+        oversized = spent or plan is None
+        if plan is None and not spent:  # nothing small is left: the large neurons, one at a time
+            plan = plan_step(net, scores, self.normalize, protected, state["share"], flops, cap, oversized=True)
         if plan is None:
-            return "nothing_left"
+            return "tolerance" if spent else "nothing_left"
         chosen, keep = plan
         snapshot = {k: v.detach().clone() for k, v in net.state_dict().items()}
         apply_keep(net, keep)
@@ -142,7 +149,8 @@ class Schedule:
         broken = self.accept.broken(state["base"], acc, n_val)
         after = subset_cost(net, net.full_set)["flops"]
         state["tried"] = tried
-        state["steps"].append({"tried": tried, "share": state["share"], "removed": len(chosen),
+        state["steps"].append({"tried": tried, "share": state["share"], "oversized": oversized,
+                               "removed": len(chosen),
                                "flops_before": flops, "flops": after, "val": acc, "val_before_recovery": first if recovered else None, "recovered": recovered,
                                "accepted": not broken,
                                "broken": broken, "live": _live(net),
@@ -158,7 +166,7 @@ class Schedule:
             state["streak"] += 1
             share = state["share"]
             state["share"] = self.step if share > self.step + 1e-12 else max(share / 2, self.min_step)
-            return "tolerance" if state["streak"] >= self.patience else None
+            return None
         state["accepted"] += 1
         worst = max(state["base"][t] - a for t, a in acc.items())
         near = worst >= self.slow_at * self.accept.tolerance

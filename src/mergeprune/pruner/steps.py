@@ -5,8 +5,11 @@ it by what removing the neuron saves (pruner.savings: FLOPs of the all-tasks sub
 network, so a conv filter read by many neurons is charged what it really costs), ``l2`` divides by
 the L2 norm of the layer's live scores (Molchanov et al. 2017), ``none`` ranks raw scores. A step
 takes neurons from the bottom of one global ranking, skipping protected ones, until their savings
-reach ``share`` of the network's current FLOPs (at least one neuron). Heads are never pruned and
-every task keeps a path from the input to its head.
+reach ``share`` of the network's current FLOPs (at least one neuron). A neuron that alone saves more
+than ``cap`` (the schedule's largest step) would make a step far larger than asked for (in LeNet-5
+pruned to ~100k FLOPs, one conv1 filter is 40% of it): such neurons are left for "oversized" steps,
+which take one of them alone once nothing smaller can go. Heads are never pruned and every task
+keeps a path from the input to its head.
 """
 
 from __future__ import annotations
@@ -39,10 +42,13 @@ def ranked(net: GroupedNet, scores: Mapping[str, Tensor], how: str,
 
 
 def choose(net: GroupedNet, rank: Mapping[str, Tensor], savings: Mapping[str, Tensor],
-           protected: Mapping[str, Tensor], budget: float) -> list[tuple[str, int]]:
-    """The lowest-ranked live unprotected neurons whose savings first reach `budget` FLOPs."""
+           protected: Mapping[str, Tensor], budget: float, cap: float,
+           oversized: bool = False) -> list[tuple[str, int]]:
+    """The lowest-ranked live unprotected neurons saving at most `cap` each, until their savings reach
+    `budget` FLOPs; with `oversized`, the one lowest-ranked neuron saving more than `cap`."""
     hidden = net.names[:-1]
-    free = {n: net.alive(n).cpu() & ~protected[n] for n in hidden}
+    free = {n: net.alive(n).cpu() & ~protected[n] & ((savings[n] > cap) if oversized else (savings[n] <= cap))
+            for n in hidden}
     layer = torch.cat([torch.full((int(free[n].sum()),), i) for i, n in enumerate(hidden)])
     if len(layer) == 0:
         return []
@@ -50,7 +56,7 @@ def choose(net: GroupedNet, rank: Mapping[str, Tensor], savings: Mapping[str, Te
     value = torch.cat([rank[n][free[n]] for n in hidden])
     saved = torch.cat([savings[n][free[n]] for n in hidden])
     order = torch.argsort(value, stable=True)
-    n_take = int((saved[order].cumsum(0) < budget).sum()) + 1
+    n_take = 1 if oversized else int((saved[order].cumsum(0) < budget).sum()) + 1
     return [(hidden[int(layer[j])], int(index[j])) for j in order[:n_take].tolist()]
 
 
@@ -79,15 +85,17 @@ def apply_keep(net: GroupedNet, keep: Mapping[str, Tensor]) -> None:
 
 
 def plan_step(net: GroupedNet, scores: Mapping[str, Tensor], how: str, protected: dict[str, Tensor],
-              share: float, flops: float) -> tuple[list[tuple[str, int]], dict[str, Tensor]] | None:
-    """(chosen neurons, keep masks) of the next step; None when every live neuron is protected.
+              share: float, flops: float, cap: float,
+              oversized: bool = False) -> tuple[list[tuple[str, int]], dict[str, Tensor]] | None:
+    """(chosen neurons, keep masks) of the next step; None when no candidate is left.
 
-    Neurons that could only go by cutting a task's last path are protected on the way.
+    Neurons saving more than `cap` FLOPs each are left for `oversized` steps, which take one of
+    them alone. Neurons that could only go by cutting a task's last path are protected on the way.
     """
     savings = unit_savings(net)
     rank = ranked(net, scores, how, savings)
     while True:
-        chosen = choose(net, rank, savings, protected, share * flops)
+        chosen = choose(net, rank, savings, protected, share * flops, cap, oversized)
         if not chosen:
             return None
         keep = keep_without(net, chosen, rank)
