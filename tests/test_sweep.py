@@ -33,7 +33,8 @@ def job(runs: dict[str, dict], override: str) -> dict:
 
 @pytest.mark.slow
 def test_two_merger_sweep_end_to_end_then_resumes(tmp_path: Path) -> None:
-    args = ["-m", "merger=concat,pam", "pruner=taylor", "pruner.schedule.max_steps=2", *FAST]
+    args = ["-m", "merger=concat,pam", "pruner=taylor", "pruner.schedule.max_steps=2", "pruner.schedule.step=0.3",
+            "pruner.schedule.max_step=0.5", *FAST]
     first = cli(tmp_path, *args, "hydra.sweep.dir=outputs/first")
     assert first.returncode == 0, first.stderr[-3000:]
     runs = results(tmp_path / "outputs" / "first")
