@@ -86,10 +86,15 @@ PRUNE = ["pruner=taylor", "finetune.epochs=1", "pruner.schedule.step=0.02", "pru
 def test_killed_pruning_resumes_after_its_last_step(tmp_path: Path) -> None:
     first = _launch(tmp_path, "first", *PRUNE)
     partial = tmp_path / "outputs" / "cache" / "partial" / "prune"
-    deadline = time.time() + 600
-    while time.time() < deadline and first.poll() is None and not list(partial.glob("*/schedule.pt")):
-        time.sleep(0.2)
-    time.sleep(2.0)  # a few more steps
+    deadline, saves, last = time.time() + 600, 0, None
+    while time.time() < deadline and first.poll() is None and saves < 3:  # the start and two steps
+        try:
+            stamp = next(partial.glob("*/schedule.pt")).stat().st_mtime_ns
+        except (StopIteration, OSError):  # not written yet (or the job just finished)
+            stamp = None
+        if stamp is not None and stamp != last:
+            saves, last = saves + 1, stamp
+        time.sleep(0.05)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert first.returncode == -signal.SIGKILL, "the job finished before it could be killed"
