@@ -10,23 +10,13 @@ import pytest
 import pytorch_lightning as pl
 
 from conftest import make_cfg
-from mergeprune.context import Context
 from mergeprune.cost import subset_cost
-from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import ConfigError
 from mergeprune.models.grouped import GroupedNet
-from mergeprune.models.spec import build_spec
 from mergeprune.pipeline import build
 from mergeprune.pruner.admm_ladder import ScaleSearch
 from mergeprune.pruner.admm_search import AdmmSearchPruner
-from mergeprune.tasks import build_tasks
-from mergeprune.training.fit import fit
-from mergeprune.training.module import MultiTaskModule
 
-TRAINER = {"accelerator": "cpu", "devices": 1, "progress_bar": False}
-LAYERS = [{"name": "conv1", "kind": "conv", "width": 6, "kernel": 5, "padding": "auto", "pool": 2},
-          {"name": "conv2", "kind": "conv", "width": 8, "kernel": 5, "padding": "auto", "pool": 2},
-          {"name": "fc1", "kind": "linear", "width": 16}]
 # one short ADMM iteration and one retraining epoch a rung; keep half of every layer at s = 1
 FAST = ["pruner.iterations=1", "pruner.epochs_per_iteration=1", "pruner.retrain_epochs=1",
         "pruner.rho=0.05", "pruner.keep.conv1=0.5", "pruner.keep.conv2=0.5", "pruner.keep.fc1=0.5",
@@ -35,20 +25,9 @@ FIELDS = {"step", "tried", "cost", "val", "test", "live"}
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    """Digits data, a small 8x8 LeNet-5 'lo' teacher (12 epochs), and its context."""
-    root = tmp_path_factory.mktemp("admm_search")
-    tasks = build_tasks({"lo": {"kind": "attributes", "classes": [0, 1, 2, 3, 4]},
-                         "hi": {"kind": "attributes", "classes": [5, 6, 7, 8, 9]}}, 10)
-    dm = MultiTaskDataModule(tasks, source="digits", val_size=200, test_size=300, batch_size=64)
-    spec = build_spec("lenet5", LAYERS, in_channels=1, in_hw=(8, 8))
-    pl.seed_everything(0, verbose=False)
-    teacher = GroupedNet.single(spec, "lo", 5)
-    fit(MultiTaskModule(teacher, tasks, {"_target_": "torch.optim.Adam", "lr": 3e-3}, 12), dm, 12,
-        TRAINER, False, root)
-    job = Context(tasks, dm, TRAINER, False, root)
-    assert job.accuracy(teacher, "val")["lo"] > 0.93  # learned: predicting all -1 scores 0.9
-    return SimpleNamespace(teacher=teacher, job=job, root=root)
+def setup(digits_teacher: SimpleNamespace) -> SimpleNamespace:
+    """The shared digits 'lo' teacher, its data, spec and context (conftest)."""
+    return digits_teacher
 
 
 def pruner(root: Path, *overrides: str) -> AdmmSearchPruner:

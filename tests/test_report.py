@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPORT_FIXTURES
 from mergeprune.report import comparisons, gather, headlines, main
 
-FIXTURES = Path(__file__).parent / "fixtures" / "report"
+FIXTURES = REPORT_FIXTURES
 # flops (lo, hi, lo+hi) of eligible runs: none 1000/1200/2200, mtz 800/900/1300,
 # pam mean of seeds 0 and 1: 500/500/800 (mtz seed 2 is below the tolerance, seed 1 failed)
 MNIST_RATIOS = {

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPORT_FIXTURES
 from mergeprune.report import (
     comparisons,
     cost_sentence,
@@ -42,7 +43,6 @@ from mergeprune.report import (
 from mergeprune.report.curves import band, front_at
 
 FIXTURES = Path(__file__).parent / "fixtures" / "report_curves"
-OLD_FIXTURES = Path(__file__).parent / "fixtures" / "report"
 SEVEN = math.sqrt(20000)  # sample std of two values 100 apart on either side: 141.42...
 
 
@@ -186,7 +186,7 @@ def test_csv_has_matched_columns(report: tuple[Path, str]) -> None:
 
 
 def test_old_results_are_reported_without_curves(tmp_path: Path) -> None:
-    assert main([str(OLD_FIXTURES), "--out", str(tmp_path)]) == 0
+    assert main([str(REPORT_FIXTURES), "--out", str(tmp_path)]) == 0
     markdown = (tmp_path / "report.md").read_text()
     assert "matched accuracy (within" not in markdown and "Cost at matched accuracy" not in markdown
     assert not list(tmp_path.glob("*curves*.png"))

@@ -22,10 +22,11 @@ class Acceptance:
 
     tolerance: float = 0.01
     z: float = 1.0
+    prefix: str = "pruner"  # the config node named in errors (`<prefix>.tolerance`, `<prefix>.noise_z`)
 
     def __post_init__(self) -> None:
-        check_number(self.tolerance, "pruner.tolerance", low=0.0, high=1.0)
-        check_number(self.z, "pruner.noise_z", low=0.0)
+        check_number(self.tolerance, f"{self.prefix}.tolerance", low=0.0, high=1.0)
+        check_number(self.z, f"{self.prefix}.noise_z", low=0.0)
 
     def allowed_drop(self, reference: float, n: int) -> float:
         """The largest accuracy drop accepted for a task whose reference accuracy is measured on n images."""

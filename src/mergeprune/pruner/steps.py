@@ -85,22 +85,22 @@ def apply_keep(net: GroupedNet, keep: Mapping[str, Tensor]) -> None:
 
 
 def plan_step(net: GroupedNet, scores: Mapping[str, Tensor], how: str, protected: dict[str, Tensor],
-              share: float, flops: float, cap: float,
-              oversized: bool = False) -> tuple[list[tuple[str, int]], dict[str, Tensor]] | None:
-    """(chosen neurons, keep masks) of the next step; None when no candidate is left.
+              share: float, flops: float, cap: float, modes: tuple[bool, ...] = (False,),
+              ) -> tuple[list[tuple[str, int]], dict[str, Tensor], bool] | None:
+    """(chosen neurons, keep masks, oversized) of the next step; None when no candidate is left.
 
-    Neurons saving more than `cap` FLOPs each are left for `oversized` steps, which take one of
-    them alone. Neurons that could only go by cutting a task's last path are protected on the way.
+    `modes` are tried in order: False takes ordinary neurons (each saving at most `cap` FLOPs) worth
+    `share` of `flops`, True one neuron saving more than `cap` alone. Neurons that could only go by
+    cutting a task's last path are protected on the way.
     """
     savings = unit_savings(net)
     rank = ranked(net, scores, how, savings)
-    while True:
-        chosen = choose(net, rank, savings, protected, share * flops, cap, oversized)
-        if not chosen:
-            return None
-        keep = keep_without(net, chosen, rank)
-        removed = [(n, i) for n, i in chosen if not keep[n][i]]
-        if removed:
-            return removed, keep
-        for name, i in chosen:  # all of them hold a task's last path
-            protected[name][i] = True
+    for oversized in modes:
+        while chosen := choose(net, rank, savings, protected, share * flops, cap, oversized):
+            keep = keep_without(net, chosen, rank)
+            removed = [(n, i) for n, i in chosen if not keep[n][i]]
+            if removed:
+                return removed, keep, oversized
+            for name, i in chosen:  # all of them hold a task's last path
+                protected[name][i] = True
+    return None
