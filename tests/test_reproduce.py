@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_cfg
+from conftest import REPORT_FIXTURES, make_cfg
 from mergeprune.config_check import check_config
 from mergeprune.finished import job_payload
 from mergeprune.report import fmt_count
 from mergeprune.reproduce import PRESETS, write_page
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).parent / "fixtures" / "report"
+FIXTURES = REPORT_FIXTURES
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,8 @@ def test_page_ratios_trace_to_the_results_files(page: tuple[Path, str]) -> None:
 def test_presets_are_read_from_the_experiment_configs(tmp_path: Path) -> None:
     assert [(p.name, p.kind) for p in PRESETS] == [
         ("admm_lenet5", "admm"), ("pam_split2", "mergers"), ("pam_split5", "mergers"),
-        ("pam_overlap3", "grouping"), ("pam_alpha", "alpha"), ("pam_relatedness", "relatedness")]
+        ("pam_overlap3", "grouping"), ("pam_alpha", "alpha"), ("pam_relatedness", "relatedness"),
+        ("pam_fashion2", "mergers"), ("pam_fashion5", "mergers")]
     by_name = {p.name: p for p in PRESETS}
     assert by_name["pam_split2"].paper == by_name["pam_split5"].paper == {"none": 4.87, "mtz": 2.01}
     assert by_name["admm_lenet5"].paper == {"admm": 71.2, "admm_progressive": 167.0}

@@ -171,6 +171,7 @@ class ScheduleConf:
     max_steps: int = 150
     finetune_epochs: int = 1
     recovery_epochs: int = 2
+    steps_per_epoch: int | None = None
     optimizer: Any = None
     tolerance: float = 0.01
     noise_z: float = 1.0

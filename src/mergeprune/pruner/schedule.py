@@ -62,7 +62,7 @@ class Schedule:
 
     def __init__(self, step: float = 0.05, min_step: float = 0.0125, max_step: float = 0.25,
                  growth: float = 1.5, slow_at: float = 0.5, patience: int = 3, max_steps: int = 150,
-                 finetune_epochs: int = 1, recovery_epochs: int = 2,
+                 finetune_epochs: int = 1, recovery_epochs: int = 2, steps_per_epoch: int | None = None,
                  optimizer: Mapping[str, Any] | None = None,
                  tolerance: float = 0.01, noise_z: float = 1.0, normalize: str = "flops",
                  test_every: int = 1, final_epochs: int = 0, prefix: str = "pruner"):
@@ -75,9 +75,10 @@ class Schedule:
         self.max_steps = check_int(max_steps, f"{prefix}.max_steps", 0)
         self.finetune_epochs = check_int(finetune_epochs, f"{prefix}.finetune_epochs", 0)
         self.recovery_epochs = check_int(recovery_epochs, f"{prefix}.recovery_epochs", 0)
+        self.steps_per_epoch = None if steps_per_epoch is None else check_int(
+            steps_per_epoch, f"{prefix}.steps_per_epoch", 1)
         self.optimizer = check_optimizer(optimizer or adam(1e-3), f"{prefix}.optimizer")
-        self.accept = Acceptance(check_number(tolerance, f"{prefix}.tolerance", low=0.0, high=1.0),
-                                 check_number(noise_z, f"{prefix}.noise_z", low=0.0))
+        self.accept = Acceptance(tolerance, noise_z, prefix)
         self.normalize = check_choice(normalize, f"{prefix}.normalize", NORMALIZE)
         self.test_every = check_int(test_every, f"{prefix}.test_every", 0)
         self.final_epochs = check_int(final_epochs, f"{prefix}.final_epochs", 0)
@@ -100,7 +101,8 @@ class Schedule:
             state["stopped"] = self._step(net, ctx, tag, importance, state, protected, n_val)
             ckpt.save(net, state, protected)
         if self.final_epochs > 0:
-            train_phase(net, ctx, self.optimizer, self.final_epochs, f"{tag}/final")
+            train_phase(net, ctx, self.optimizer, self.final_epochs, f"{tag}/final",
+                        steps_per_epoch=self.steps_per_epoch)
         report = self._report(net, ctx, state, importance)
         ckpt.clear()
         log.info("%s: pruning stopped (%s) after %d steps (%d accepted): live %s, flops(all) %s",
@@ -129,22 +131,23 @@ class Schedule:
         scores = importance(net, ctx, seed=tried)
         flops = subset_cost(net, net.full_set)["flops"]
         cap, spent = self.max_step * flops, state["streak"] >= self.patience
-        plan = plan_step(net, scores, self.normalize, protected, state["share"], flops, cap, oversized=spent)
-        oversized = spent or plan is None
-        if plan is None and not spent:  # nothing small is left: the large neurons, one at a time
-            plan = plan_step(net, scores, self.normalize, protected, state["share"], flops, cap, oversized=True)
+        # after `patience` rejections, or once nothing small is left: the large neurons, one at a time
+        modes = (True,) if spent else (False, True)
+        plan = plan_step(net, scores, self.normalize, protected, state["share"], flops, cap, modes)
         if plan is None:
             return "tolerance" if spent else "nothing_left"
-        chosen, keep = plan
+        chosen, keep, oversized = plan
         snapshot = {k: v.detach().clone() for k, v in net.state_dict().items()}
         apply_keep(net, keep)
         if self.finetune_epochs > 0:
-            train_phase(net, ctx, self.optimizer, self.finetune_epochs, f"{tag}/step{tried}")
+            train_phase(net, ctx, self.optimizer, self.finetune_epochs, f"{tag}/step{tried}",
+                        steps_per_epoch=self.steps_per_epoch)
         acc = first = ctx.accuracy(net, "val")
         recovered = self.recovery_epochs > 0 and any(
             state["base"][t] - a > self.accept.tolerance for t, a in acc.items())
         if recovered:
-            train_phase(net, ctx, self.optimizer, self.recovery_epochs, f"{tag}/step{tried}/recovery")
+            train_phase(net, ctx, self.optimizer, self.recovery_epochs, f"{tag}/step{tried}/recovery",
+                        steps_per_epoch=self.steps_per_epoch)
             acc = ctx.accuracy(net, "val")
         broken = self.accept.broken(state["base"], acc, n_val)
         after = subset_cost(net, net.full_set)["flops"]

@@ -70,8 +70,10 @@ def check_optimizer(node: Any, key: str) -> dict[str, Any]:
     return args | schedule
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], node: Mapping[str, Any], epochs: int) -> Any:
-    """The optimizer a node describes and its schedule over `epochs` (Lightning's return format)."""
+def build_optimizer(params: Iterable[torch.nn.Parameter], node: Mapping[str, Any], epochs: int,
+                    interval: str = "epoch") -> Any:
+    """The optimizer a node describes and its schedule over `epochs` (Lightning's return format); with
+    interval="step", `epochs` counts optimizer steps."""
     args, schedule = split(node)
     opt = instantiate(args, _partial_=True)(params)
     name = schedule.get("schedule", "none")
@@ -84,4 +86,4 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], node: Mapping[str, Any
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=float(schedule.get("gamma", 0.1)))
     else:
         raise ConfigError(f"optimizer.schedule={name!r}; allowed: {', '.join(SCHEDULES)}")
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval}}
