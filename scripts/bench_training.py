@@ -6,10 +6,11 @@ same optimizer and learning-rate schedule, the same torch threads), alternating 
 
 - teacher: a single-task teacher trained as the teachers stage does (MultiTaskModule + Lightning,
   validation after every epoch); the plain loop trains and validates the same epochs.
-- prune: the finetuning inside pruning, as the pruning schedule runs it after a step (train_phase on a
-  two-task network of concatenated teachers with half its neurons pruned, a fresh module, optimizer and
-  Trainer every time, `--steps` optimizer steps, masks enforced after every step); the plain loop
-  does the same steps with the same masks.
+- prune: the finetuning inside pruning, as the pruning schedule runs it after a step
+  (training.loop.masked_finetune on a two-task network of concatenated teachers' widths with half its
+  neurons pruned, a fresh optimizer every time, `--steps` optimizer steps, masks enforced after every
+  step); the plain loop does the same steps with the same masks. `--lightning` times the schedule's
+  former path instead (train_phase: a fresh LightningModule and Trainer per finetuning).
 
     python scripts/bench_training.py                          # full Fashion-MNIST (55,000 train)
     python scripts/bench_training.py --dataset mnist5k --model lenet5 --epochs 2
@@ -45,6 +46,7 @@ from mergeprune.pipeline import Job, prepare  # noqa: E402
 from mergeprune.pruner.masks import train_phase  # noqa: E402
 from mergeprune.seeding import draw_seed  # noqa: E402
 from mergeprune.training.fit import accuracy  # noqa: E402
+from mergeprune.training.loop import masked_finetune  # noqa: E402
 from mergeprune.training.module import MultiTaskModule  # noqa: E402
 from mergeprune.training.optim import adam, build_optimizer  # noqa: E402
 
@@ -124,13 +126,21 @@ def pruned_concat(job: Job) -> GroupedNet:
     return net
 
 
-def prune_pair(job: Job, steps: int) -> tuple[float, float]:
-    """Samples/s of the schedule's finetuning (train_phase, `steps` optimizer steps) and of the plain loop."""
+def prune_pair(job: Job, steps: int, lightning: bool = False) -> tuple[float, float]:
+    """Samples/s of the schedule's finetuning (`steps` optimizer steps; with `lightning`, one epoch of
+    train_phase) and of the plain loop doing the same steps."""
     start, optimizer = pruned_concat(job), adam(1e-3)
+    if lightning:
+        steps = len(job.data.train_dataloader())
+    samples = min(steps * job.data.batch_size, len(job.data.splits["train"])) if lightning \
+        else steps * job.data.batch_size
     net = copy.deepcopy(start)
     t0 = time.perf_counter()
-    train_phase(net, job.context, optimizer, 1, "bench/prune", steps_per_epoch=steps)
-    project = steps * job.data.batch_size / (time.perf_counter() - t0)
+    if lightning:
+        train_phase(net, job.context, optimizer, 1, "bench/prune")
+    else:
+        masked_finetune(net, job.tasks, job.data, optimizer, 1, "bench/prune", steps_per_epoch=steps)
+    project = samples / (time.perf_counter() - t0)
     net = copy.deepcopy(start)
     t0 = time.perf_counter()
     seen = plain_epochs(net, job, optimizer, 1, draw_seed(), steps=steps, validate=False)
@@ -146,6 +156,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=100, help="optimizer steps per pruning finetune timing")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--lightning", action="store_true",
+                   help="time the pruning finetune through train_phase (a Trainer per finetuning)")
     p.add_argument("--quick", action="store_true", help="digits data, 1 repeat, 20 steps (smoke run)")
     p.add_argument("--override", action="append", default=[], help="any Hydra override (repeatable)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -168,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for r in range(args.repeats):
         for phase, pair in (("teacher", lambda: teacher_pair(job, args.epochs)),
-                            ("prune", lambda: prune_pair(job, args.steps))):
+                            ("prune", lambda: prune_pair(job, args.steps, args.lightning))):
             project, plain = pair()
             rows.append({"repeat": r, "phase": phase, "project": project, "plain": plain,
                          "ratio": project / plain})

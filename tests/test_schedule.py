@@ -16,10 +16,8 @@ from hydra.utils import instantiate
 from conftest import make_cfg
 from mergeprune.context import Context
 from mergeprune.cost import all_costs, subset_cost
-from mergeprune.data.datamodule import MultiTaskDataModule
 from mergeprune.errors import ConfigError
 from mergeprune.models.grouped import GroupedNet
-from mergeprune.models.spec import build_spec
 from mergeprune.pruner.accept import Acceptance
 from mergeprune.pruner.importance import (
     MagnitudeImportance,
@@ -30,11 +28,8 @@ from mergeprune.pruner.neurons import NeuronPruner
 from mergeprune.pruner.savings import unit_savings
 from mergeprune.pruner.schedule import Schedule
 from mergeprune.pruner.steps import apply_keep
-from mergeprune.tasks import build_tasks
-from mergeprune.training.fit import accuracy, fit
-from mergeprune.training.module import MultiTaskModule
+from mergeprune.training.fit import accuracy
 
-TRAINER = {"accelerator": "cpu", "devices": 1, "progress_bar": False}
 WIDTHS = {"conv1": 6, "conv2": 8, "fc1": 16}
 # neurons whose outgoing weights are set to zero (importance exactly 0), of the 30
 ZEROED = {"conv1": [1, 4], "conv2": [0, 5], "fc1": [2, 3, 7, 9, 12, 15]}
@@ -42,22 +37,9 @@ TAYLOR = TaylorImportance(batches=4)
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    """Tasks, digits data, a small 8x8 LeNet-5 spec and a trained 'lo' teacher."""
-    root = tmp_path_factory.mktemp("schedule")
-    tasks = build_tasks({"lo": {"kind": "attributes", "classes": [0, 1, 2, 3, 4]},
-                         "hi": {"kind": "attributes", "classes": [5, 6, 7, 8, 9]}}, 10)
-    dm = MultiTaskDataModule(tasks, source="digits", val_size=200, test_size=300, batch_size=64)
-    layers = [{"name": "conv1", "kind": "conv", "width": 6, "kernel": 5, "padding": "auto", "pool": 2},
-              {"name": "conv2", "kind": "conv", "width": 8, "kernel": 5, "padding": "auto", "pool": 2},
-              {"name": "fc1", "kind": "linear", "width": 16}]
-    spec = build_spec("lenet5", layers, in_channels=1, in_hw=(8, 8))
-    pl.seed_everything(0, verbose=False)
-    teacher = GroupedNet.single(spec, "lo", 5)
-    fit(MultiTaskModule(teacher, tasks, {"_target_": "torch.optim.Adam", "lr": 3e-3}, 12), dm, 12, TRAINER, False, root)
-    assert accuracy(teacher, tasks, dm, "val")["lo"] > 0.92  # learned: predicting all -1 scores 0.9
-    job = Context(tasks, dm, TRAINER, False, root)
-    return SimpleNamespace(tasks=tasks, dm=dm, spec=spec, teacher=teacher, job=job)
+def setup(digits_teacher: SimpleNamespace) -> SimpleNamespace:
+    """The shared digits 'lo' teacher, its data, spec and context (conftest)."""
+    return digits_teacher
 
 
 def grouped(setup: SimpleNamespace, seed: int = 1) -> GroupedNet:

@@ -277,14 +277,11 @@ def sparsity_report(net: GroupedNet, ratios: Mapping[str, float], granularity: s
 # ----- training -------------------------------------------------------------------------------------
 def train_phase(net: GroupedNet, ctx: Context, optimizer: Mapping[str, Any], epochs: int, stage: str,
                 callbacks: Sequence[pl.Callback] = (),
-                regularizers: Iterable[Callable[[], Tensor]] = (),
-                steps_per_epoch: int | None = None) -> pl.Trainer:
-    """Train the unmasked weights for some epochs with a fresh module, optimizer and trainer; with
-    `steps_per_epoch`, an epoch is that many optimizer steps instead of a pass over the training set."""
+                regularizers: Iterable[Callable[[], Tensor]] = ()) -> pl.Trainer:
+    """Train the unmasked weights for some epochs with a fresh module, optimizer and trainer."""
     net.train()
-    steps = None if steps_per_epoch is None else epochs * steps_per_epoch
-    module = MultiTaskModule(net, ctx.tasks, optimizer, epochs, stage=stage, steps=steps)
+    module = MultiTaskModule(net, ctx.tasks, optimizer, epochs, stage=stage)
     module.regularizers.extend(regularizers)
-    trainer = ctx.fit(module, epochs, callbacks, steps=steps)
+    trainer = ctx.fit(module, epochs, callbacks)
     net.apply_masks()
     return trainer

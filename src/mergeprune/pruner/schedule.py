@@ -3,7 +3,8 @@
 Each step scores the live hidden neurons with the pruner's importance function, removes the
 least important ones worth ``step`` of the network's current all-tasks FLOPs (pruner.steps: one
 global ranking, each neuron charged what removing it saves in the grouped network), finetunes
-``finetune_epochs`` (masks enforced, fresh optimizer; a step that leaves some task more than
+``finetune_epochs`` (training.loop: masks enforced, fresh optimizer, no Trainer per step; an epoch is
+``steps_per_epoch`` optimizer steps when set, else a pass over the training set; a step that leaves some task more than
 ``tolerance`` below its start gets ``recovery_epochs`` more, so a step near the target is judged on
 a network that has recovered what it can) and only then judges the step with the noise-
 aware accuracy test (pruner.accept: each task's validation accuracy within ``tolerance`` plus
@@ -47,11 +48,11 @@ from mergeprune.errors import check_choice, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.pruner.accept import Acceptance
 from mergeprune.pruner.importance import Importance
-from mergeprune.pruner.masks import train_phase
 from mergeprune.pruner.resume import StepCheckpoint
 from mergeprune.pruner.steps import NORMALIZE, apply_keep, plan_step
 from mergeprune.pruner.trajectory import point, wants_test
 from mergeprune.seeding import seed_all, stage_seed
+from mergeprune.training.loop import masked_finetune
 from mergeprune.training.optim import adam, check_optimizer
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,7 @@ class Schedule:
             state["stopped"] = self._step(net, ctx, tag, importance, state, protected, n_val)
             ckpt.save(net, state, protected)
         if self.final_epochs > 0:
-            train_phase(net, ctx, self.optimizer, self.final_epochs, f"{tag}/final",
-                        steps_per_epoch=self.steps_per_epoch)
+            self._finetune(net, ctx, self.final_epochs, f"{tag}/final")
         report = self._report(net, ctx, state, importance)
         ckpt.clear()
         log.info("%s: pruning stopped (%s) after %d steps (%d accepted): live %s, flops(all) %s",
@@ -140,14 +140,12 @@ class Schedule:
         snapshot = {k: v.detach().clone() for k, v in net.state_dict().items()}
         apply_keep(net, keep)
         if self.finetune_epochs > 0:
-            train_phase(net, ctx, self.optimizer, self.finetune_epochs, f"{tag}/step{tried}",
-                        steps_per_epoch=self.steps_per_epoch)
+            self._finetune(net, ctx, self.finetune_epochs, f"{tag}/step{tried}")
         acc = first = ctx.accuracy(net, "val")
         recovered = self.recovery_epochs > 0 and any(
             state["base"][t] - a > self.accept.tolerance for t, a in acc.items())
         if recovered:
-            train_phase(net, ctx, self.optimizer, self.recovery_epochs, f"{tag}/step{tried}/recovery",
-                        steps_per_epoch=self.steps_per_epoch)
+            self._finetune(net, ctx, self.recovery_epochs, f"{tag}/step{tried}/recovery")
             acc = ctx.accuracy(net, "val")
         broken = self.accept.broken(state["base"], acc, n_val)
         after = subset_cost(net, net.full_set)["flops"]
@@ -179,6 +177,10 @@ class Schedule:
         state["trajectory"].append(entry)
         _log_point(ctx.logger, tag, entry)
         return None
+
+    def _finetune(self, net: GroupedNet, ctx: Context, epochs: int, stage: str) -> None:
+        """Masked finetuning of every task (training.loop: no Trainer per step)."""
+        masked_finetune(net, ctx.tasks, ctx.data, self.optimizer, epochs, stage, self.steps_per_epoch)
 
     def _report(self, net: GroupedNet, ctx: Context, state: dict[str, Any],
                 importance: Importance) -> dict[str, Any]:

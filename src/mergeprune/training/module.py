@@ -27,7 +27,7 @@ class MultiTaskModule(pl.LightningModule):
     def __init__(self, net: GroupedNet, tasks: Sequence[Task], optimizer: Mapping[str, Any],
                  epochs: int, stage: str = "train", task_weights: Mapping[str, float] | None = None,
                  teachers: Mapping[str, GroupedNet] | None = None, distill_weight: float = 0.0,
-                 temperature: float = 2.0, alternate: bool = False, steps: int | None = None):
+                 temperature: float = 2.0, alternate: bool = False):
         super().__init__()
         self.net = net
         # `tasks` are the datamodule's tasks (batch order); the net may hold only some of them
@@ -35,7 +35,6 @@ class MultiTaskModule(pl.LightningModule):
         self.tasks = [tasks[i] for i in self.positions]
         self.opt_cfg = dict(optimizer)
         self.epochs = epochs
-        self.steps = steps  # training length in optimizer steps instead of epochs (the lr schedule follows)
         self.stage = stage
         self.task_weights = {t.name: float((task_weights or {}).get(t.name, 1.0)) for t in self.tasks}
         self.teachers = nn.ModuleDict(dict(teachers or {})) if distill_weight > 0 else nn.ModuleDict()
@@ -116,6 +115,4 @@ class MultiTaskModule(pl.LightningModule):
         self._log_metrics("test")
 
     def configure_optimizers(self) -> Any:
-        if self.steps is not None:
-            return build_optimizer(self.net.parameters(), self.opt_cfg, self.steps, interval="step")
         return build_optimizer(self.net.parameters(), self.opt_cfg, self.epochs)
