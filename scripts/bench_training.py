@@ -152,7 +152,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--model", default="lenet5_classic")
-    p.add_argument("--epochs", type=int, default=1, help="teacher epochs per timing")
+    p.add_argument("--epochs", type=int, default=3, help="teacher epochs per timing (a Trainer's start-up is paid once per fit)")
     p.add_argument("--steps", type=int, default=100, help="optimizer steps per pruning finetune timing")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
