@@ -4,6 +4,7 @@ on a small 8x8 LeNet-5 trained on sklearn's digits."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -366,3 +367,40 @@ def test_apply_keep_removes_orphans_and_dangling_neurons(setup: SimpleNamespace)
     apply_keep(net, keep)
     assert int(net.alive("conv2").sum()) == 1
     assert all((net.mask("fc1")[i] != 0).any() == net.alive("fc1")[i] for i in range(16))
+
+
+def zeroed_first(setup: SimpleNamespace) -> tuple[GroupedNet, Fixed]:
+    """The zeroed teacher and scores ranking its zeroed neurons first (removing them changes nothing)."""
+    scores = {n: torch.ones(w) for n, w in WIDTHS.items()}
+    for name, idx in ZEROED.items():
+        scores[name][idx] = 0.0
+    return zeroed_teacher(setup), Fixed(scores)
+
+
+def test_steps_are_judged_against_the_reference_not_the_start(setup: SimpleNamespace) -> None:
+    net, scores = zeroed_first(setup)
+    own = accuracy(net, setup.tasks, setup.dm, "val")["lo"]
+    fc1, flops = unit_savings(net)["fc1"][ZEROED["fc1"]].max().item(), subset_cost(net, net.full_set)["flops"]
+    share = 3.5 * fc1 / flops  # four of the six zeroed fc1 neurons (conv neurons are oversized)
+    knobs = {"tolerance": 0.01, "noise_z": 0.0, "normalize": "none", "step": share, "max_step": share,
+             "min_step": share, "growth": 1.0, "max_steps": 1}
+    free = schedule(**knobs).run(net, setup.job, "t", scores)
+    assert free["steps"][0]["removed"] == 4 and not net.alive("fc1")[ZEROED["fc1"]].all()
+    assert free["accepted"] == 1 and free["base_val_acc"] == {"lo": own}  # outputs unchanged: accepted
+    held = dataclasses.replace(setup.job, reference={"lo": own + 0.03})  # teachers 3 points better
+    net, scores = zeroed_first(setup)
+    report = schedule(**knobs).run(net, held, "t", scores)
+    assert report["accepted"] == 0 and report["base_val_acc"] == {"lo": own + 0.03}
+    assert not report["warm_start"]  # recovery_epochs=0: no warm start
+    assert all(bool(net.alive(n).all()) for n in ZEROED)  # every step undone
+
+
+def test_a_start_beyond_the_tolerance_recovers_before_the_first_step(setup: SimpleNamespace) -> None:
+    net, scores = zeroed_first(setup)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    held = dataclasses.replace(setup.job, reference={"lo": 1.0})
+    report = schedule(tolerance=0.01, recovery_epochs=1, max_steps=1).run(net, held, "t", scores)
+    assert report["warm_start"]
+    assert report["trajectory"][0]["tried"] == 0
+    trained = [k for k, v in net.state_dict().items() if k.endswith("weight") and not torch.equal(v, before[k])]
+    assert trained  # the start point is the recovered network

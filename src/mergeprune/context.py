@@ -32,6 +32,8 @@ class Context:
     trainer: Mapping[str, Any]
     logger: Logger | bool = False
     root_dir: Path = Path(".")
+    # the validation accuracy each task is held to when pruning (the teachers'); None: the network's own
+    reference: Mapping[str, float] | None = None
 
     def fit(self, module: pl.LightningModule, epochs: int, callbacks: Sequence[Callback] = (),
             resume_dir: Path | None = None, steps: int | None = None) -> pl.Trainer:
@@ -43,6 +45,11 @@ class Context:
                  subset: Sequence[str] | None = None) -> dict[str, float]:
         """Accuracy of each of the net's tasks on one split."""
         return training.accuracy(net, self.tasks, self.data, split, subset)
+
+    def target(self, net: GroupedNet) -> dict[str, float]:
+        """The accuracy each of net's tasks is held to: the reference where given, else net's own (val)."""
+        own = self.accuracy(net, "val")
+        return {t: float(self.reference[t]) for t in own} if self.reference else own
 
     def split_size(self, split: str = "val") -> int:
         """Number of images in one split."""

@@ -101,14 +101,14 @@ class Rungs:
     def __init__(self, pruner: AdmmSearchPruner, net: GroupedNet, ctx: Context, tag: str,
                  layers: list[str]):
         self.pruner, self.ctx, self.tag = pruner, ctx, tag
-        self.reference = ctx.accuracy(net, "val")
+        self.reference = ctx.target(net)  # the teachers' accuracy, as for every pruner
         self.n_val = ctx.split_size("val")
         self.start_live = {n: kept_units(net, n, pruner.granularity) for n in layers}
         self.best = copy.deepcopy(net)
         self.seed = draw_seed()
         self.tried = self.accepted = self.epochs = 0
         first = wants_test(0, pruner.test_every)
-        self.trajectory = [point(net, ctx, 0, 0, self.reference, with_test=first)]
+        self.trajectory = [point(net, ctx, 0, 0, ctx.accuracy(net, "val"), with_test=first)]
         log.info("%s: ADMM search from live %s, val %s, flops(all) %s", tag, _fmt(live(net)),
                  _fmt(self.reference), f"{subset_cost(net, net.full_set)['flops']:,}")
 

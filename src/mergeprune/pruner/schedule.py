@@ -8,7 +8,9 @@ global ranking, each neuron charged what removing it saves in the grouped networ
 ``tolerance`` below its start gets ``recovery_epochs`` more, so a step near the target is judged on
 a network that has recovered what it can) and only then judges the step with the noise-
 aware accuracy test (pruner.accept: each task's validation accuracy within ``tolerance`` plus
-``noise_z`` standard errors of its accuracy before pruning). Steps start at ``step`` and grow by
+``noise_z`` standard errors of its reference: the teachers' validation accuracy (Context.reference),
+else the network's own before pruning). A network that starts beyond the tolerance (a merge that lost
+accuracy) first gets ``recovery_epochs`` of finetuning, so no step is judged on an unrecovered merge. Steps start at ``step`` and grow by
 ``growth`` after each accepted one, up to ``max_step``, so the redundant first 90% of a network goes
 in a few large steps; once some task has lost ``slow_at`` of its tolerance, steps stay at ``step``,
 so the trajectory is fine where the methods are compared; a rejected step is undone, its neurons are protected from later steps, and the
@@ -112,13 +114,19 @@ class Schedule:
 
     def _start(self, net: GroupedNet, ctx: Context, tag: str) -> dict[str, Any]:
         """The state before the first step, with the trajectory's first point."""
-        base = ctx.accuracy(net, "val")
-        first = point(net, ctx, 0, 0, base, with_test=True)
-        log.info("%s: pruning from live %s, val %s, flops(all) %s", tag, _fmt(_live(net)), _fmt(base),
-                 f"{first['cost'][_all_key(net)]['flops']:,}")
+        base, own = ctx.target(net), ctx.accuracy(net, "val")
+        warm = self.recovery_epochs > 0 and bool(self.accept.broken(base, own, ctx.split_size("val")))
+        if warm:  # a merge that lost accuracy: recover before any step is judged against the reference
+            log.info("%s: val %s starts beyond the tolerance of the reference %s: %d recovery epochs "
+                     "before the first step", tag, _fmt(own), _fmt(base), self.recovery_epochs)
+            self._finetune(net, ctx, self.recovery_epochs, f"{tag}/start")
+            own = ctx.accuracy(net, "val")
+        first = point(net, ctx, 0, 0, own, with_test=True)
+        log.info("%s: pruning from live %s, val %s (held to %s), flops(all) %s", tag, _fmt(_live(net)),
+                 _fmt(own), _fmt(base), f"{first['cost'][_all_key(net)]['flops']:,}")
         _log_point(ctx.logger, tag, first)
         return {"seed": int(torch.initial_seed()) & 0x7FFFFFFF, "tried": 0, "accepted": 0, "streak": 0,
-                "share": self.step, "base": base, "start_live": _live(net), "trajectory": [first],
+                "share": self.step, "base": base, "warm_start": warm, "start_live": _live(net), "trajectory": [first],
                 "steps": [], "stopped": None}
 
     def _step(self, net: GroupedNet, ctx: Context, tag: str, importance: Importance,
@@ -192,6 +200,7 @@ class Schedule:
                        for n in net.names[:-1]},
             "steps": state["steps"], "tried": state["tried"], "accepted": state["accepted"],
             "stopped": state["stopped"], "base_val_acc": state["base"],
+            "warm_start": state.get("warm_start", False), "start_val_acc": state["trajectory"][0]["val"],
             "final_val_acc": ctx.accuracy(net, "val"),
             "cost_all": subset_cost(net, net.full_set)["flops"],
             "trajectory": state["trajectory"],

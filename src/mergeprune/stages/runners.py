@@ -13,6 +13,7 @@ a later stage needs them (cached, so cheap).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import time
@@ -176,8 +177,9 @@ def _each_part(job: Any, stage: str, parts: list[Part], cfg_node: Any,
 def run_prune(job: Any, parts: list[Part]) -> list[Part]:
     """Prune every part (the merged network, or each teacher with merger=none); collect the trajectories."""
     pruner = job.components["pruner"]
+    ctx = dataclasses.replace(job.context, reference=job.results.get("reference"))  # teachers' val acc
     out = _each_part(job, "prune", parts, job.cfg.pruner,
-                     lambda part, tag, key: pruner(part.net, job.context, tag,
+                     lambda part, tag, key: pruner(part.net, ctx, tag,
                                                    resume_dir=job.cache.root / "partial" / "prune" / key),
                      seed_cfg=prune_seed_cfg(_cfg(job.cfg.pruner)))
     reports = job.results.get("pruning", {})
