@@ -1,4 +1,4 @@
-"""Loading of the IDX files of MNIST, Fashion-MNIST and KMNIST from a data directory."""
+"""Loading and checking the IDX files of MNIST, Fashion-MNIST and KMNIST (found by data.locate)."""
 
 from __future__ import annotations
 
@@ -16,18 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mergeprune.data.locate import FILE_ORDER, IDX_SOURCES, directories, missing_message
 from mergeprune.errors import DataError
 
 log = logging.getLogger(__name__)
-
-_IDX_FILE_NAMES: dict[str, str] = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
-
-_FILE_ORDER: tuple[str, ...] = ("train_images", "train_labels", "test_images", "test_labels")
 
 _UNSIGNED_BYTE = 0x08
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -35,43 +27,6 @@ _IMAGE_SIZE = 28
 _NUM_CLASSES = 10
 _DOWNLOAD_TIMEOUT_S = 30.0
 _CHUNK_BYTES = 1 << 20
-
-
-def _sources(url: str, md5s: tuple[str, str, str, str]) -> dict:
-    """Build one IDX_SOURCES entry from a base url and the four md5 sums in file order."""
-    files = {key: (_IDX_FILE_NAMES[key], md5) for key, md5 in zip(_FILE_ORDER, md5s, strict=True)}
-    return {"url": url, "files": files}
-
-
-IDX_SOURCES: dict[str, dict] = {
-    "mnist": _sources(
-        "https://ossci-datasets.s3.amazonaws.com/mnist/",
-        (
-            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-            "d53e105ee54ea40749a09fcbcd1e9432",
-            "9fb629c4189551a2d022fa330f9573f3",
-            "ec29112dd5afa0611ce80d1b7f02629c",
-        ),
-    ),
-    "fashion_mnist": _sources(
-        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        (
-            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-            "25c81989df183df01b3e8a0aad5dffbe",
-            "bef4ecab320f06d8554ea6380940ec79",
-            "bb300cfdad3c16e7a12a480ee83cd310",
-        ),
-    ),
-    "kmnist": _sources(
-        "http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
-        (
-            "bdb82020997e1d708af4cf47b453dcf7",
-            "e144d726b3acfaa3e44228e80efcd344",
-            "5c965bf0a639b31b8f53240b1b52f4d7",
-            "7320c461ea6c1c855c0b718fb2a4b134",
-        ),
-    ),
-}
 
 
 def _md5(path: Path) -> str:
@@ -86,14 +41,26 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verify_md5(path: Path, expected: str) -> None:
-    """Raise DataError if the md5 of a file differs from the expected one."""
-    actual = _md5(path)
-    if actual != expected:
-        raise DataError(
-            f"md5 mismatch for {path}: expected {expected}, found {actual} "
-            "(corrupt or non-standard file; delete it to re-download, or disable verification)"
-        )
+def _verify(path: Path, name: str, gz_md5: str, content_md5: str | None) -> None:
+    """Raise DataError unless the file is a standard one: its decompressed bytes have the known
+    content md5, or (a .gz) its bytes have the known .gz md5. Raw files of a source whose content md5
+    is unknown cannot be checked and pass."""
+    if content_md5 is not None:
+        actual = hashlib.md5(_read_bytes(path)).hexdigest()
+        if actual == content_md5 or (path.suffix == ".gz" and _md5(path) == gz_md5):
+            return
+        found, expected, what = actual, content_md5, "decompressed content"
+    elif path.suffix == ".gz":
+        found, expected, what = _md5(path), gz_md5, "gzip file"
+        if found == expected:
+            return
+    else:
+        return
+    raise DataError(
+        f"md5 mismatch for {path}: its {what} has md5 {found}, the standard file's is {expected} "
+        f"(corrupt or not the standard data); delete it and get the data again "
+        f"(`mergeprune-data {name}`), or set dataset.verify=false to use it unchecked"
+    )
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -166,16 +133,6 @@ def _locate(directory: Path, gz_name: str) -> Path | None:
     return None
 
 
-def _missing_message(directory: Path, gz_name: str) -> str:
-    """Return the one-line message for an IDX file that is absent and not downloaded."""
-    gz_path, raw_path = _candidates(directory, gz_name)
-    return (
-        f"missing data file: looked for {gz_path} and {raw_path}; "
-        "set dataset.download=true when online, "
-        f"or put the standard IDX files in {directory}"
-    )
-
-
 def _fetch(url: str, target: Path) -> None:
     """Stream url into target (a temporary file); raise DataError naming the url on failure."""
     try:
@@ -186,24 +143,30 @@ def _fetch(url: str, target: Path) -> None:
         raise DataError(f"download of {url} failed: {exc}") from exc
 
 
-def _download(url: str, dest: Path, md5: str) -> Path:
-    """Download url to dest through a temporary file, verify its md5, then rename it in place."""
+def _download(source: dict, name: str, key: str, directory: Path) -> Path:
+    """Download one file into directory through a temporary file, verify it, then rename it in place."""
+    gz_name, md5 = source["files"][key]
+    url, dest = source["url"] + gz_name, directory / gz_name
     dest.parent.mkdir(parents=True, exist_ok=True)
-    log.info(f"downloading {url} -> {dest}")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    log.info("downloading %s -> %s", url, dest)
+    fd, tmp_name = tempfile.mkstemp(prefix=".part-", suffix=f"-{gz_name}", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         _fetch(url, tmp)
-        actual = _md5(tmp)
-        if actual != md5:
-            raise DataError(
-                f"md5 mismatch for {dest} downloaded from {url}: expected {md5}, found {actual}"
-            )
+        _verify(tmp, name, md5, source["content"].get(key))
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
     return dest
+
+
+def download_source(name: str, data_dir: str | Path) -> Path:
+    """Download every file of a source into data_dir/name (verified); returns the folder."""
+    source, directory = _source(name), Path(data_dir) / name
+    for key in FILE_ORDER:
+        _download(source, name, key, directory)
+    return directory
 
 
 def _source(name: str) -> dict:
@@ -213,16 +176,32 @@ def _source(name: str) -> dict:
     return IDX_SOURCES[name]
 
 
-def _obtain(source: dict, key: str, directory: Path, download: bool, verify: bool) -> Path:
-    """Return the path of one IDX file, downloading and md5-checking it as requested."""
-    gz_name, md5 = source["files"][key]
-    found = _locate(directory, gz_name)
-    if found is None:
+def _complete(source: dict, directory: Path) -> dict[str, Path] | None:
+    """The four files of a source in one folder, or None when any is missing."""
+    found = {key: _locate(directory, source["files"][key][0]) for key in FILE_ORDER}
+    return None if None in found.values() else found  # type: ignore[return-value]
+
+
+def find_source(name: str, data_dir: str | Path, download: bool = False,
+                verify: bool = True) -> dict[str, Path]:
+    """The four files of a source from the first folder that holds them all (locate.directories),
+    downloaded into data_dir/name when nowhere and `download`; verified unless `verify` is false."""
+    source = _source(name)
+    for directory in directories(name, data_dir):
+        found = _complete(source, directory)
+        if found is not None:
+            log.info("%s: IDX files from %s", name, directory)
+            break
+    else:
+        first = Path(data_dir) / name
         if not download:
-            raise DataError(_missing_message(directory, gz_name))
-        return _download(source["url"] + gz_name, directory / gz_name, md5)
-    if verify and found.suffix == ".gz":
-        _verify_md5(found, md5)
+            missing = next(k for k in FILE_ORDER if _locate(first, source["files"][k][0]) is None)
+            raise DataError(missing_message(name, data_dir, source["files"][missing][0]))
+        found = {key: _locate(first, source["files"][key][0]) or _download(source, name, key, first)
+                 for key in FILE_ORDER}
+    if verify:
+        for key, path in found.items():
+            _verify(path, name, source["files"][key][1], source["content"].get(key))
     return found
 
 
@@ -268,9 +247,7 @@ def load_idx_source(
     name: str, data_dir: str | Path, download: bool = False, verify: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Return (train_images uint8 [N,28,28], train_labels int64 [N], test_images, test_labels) of one IDX source."""
-    source = _source(name)
-    directory = Path(data_dir) / name
-    paths = {key: _obtain(source, key, directory, download, verify) for key in _FILE_ORDER}
+    paths = find_source(name, data_dir, download, verify)
     train_images, train_labels = _load_split(paths["train_images"], paths["train_labels"])
     test_images, test_labels = _load_split(paths["test_images"], paths["test_labels"])
     return train_images, train_labels, test_images, test_labels
