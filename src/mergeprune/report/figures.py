@@ -113,6 +113,11 @@ def accuracy_axis(ax: Any, comp: Comparison, task: str, metric: str, tolerance: 
                    label=f"{tolerance:g}-point tolerance")
     if wide(xs):
         ax.set_xscale("log")
+    else:  # a few short ticks: six-digit FLOPs at the default density run into each other
+        from matplotlib.ticker import EngFormatter, MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     ax.set_title(f"task {task}")
     ax.set_xlabel(f"{metric} of {task} alone")
     ax.set_ylabel("test accuracy (%)")
