@@ -209,6 +209,33 @@ class NeuronPrunerConf:
 
 
 @dataclass
+class VibPrunerConf:
+    """pruner=vib: VIBNet in stages of growing KL strength, each read out and judged."""
+
+    _target_: str = "mergeprune.pruner.vib.VibPruner"
+    _recursive_: bool = False
+    name: str = "vib"
+    granularity: str = "neurons"
+    kl_factor: float = 1e-5
+    kl_growth: float = 2.0
+    threshold: float = 0.01
+    layer_weights: Any = "flops"
+    phase: str = "joint"
+    epochs: int = 2
+    gate_lr: float = 1e-2
+    init: Any = None
+    optimizer: Any = None
+    finetune_epochs: int = 1
+    recovery_epochs: int = 2
+    steps_per_epoch: int | None = None
+    tolerance: float = 0.01
+    noise_z: float = 1.0
+    patience: int = 2
+    max_stages: int = 30
+    test_every: int = 1
+
+
+@dataclass
 class FinetuneConf:
     """finetune=default."""
 
@@ -225,7 +252,7 @@ class FinetuneConf:
 COMPONENTS = {"merger": (NoMergerConf, ConcatMergerConf, MtzMergerConf, PamMergerConf),
               "pruner": (NoPrunerConf, AdmmPrunerConf, AdmmSearchPrunerConf, ProgressiveAdmmPrunerConf,
                          MagnitudePrunerConf,
-                         NeuronPrunerConf),
+                         NeuronPrunerConf, VibPrunerConf),
               "finetune": (FinetuneConf,)}
 PARTS = (TaylorImportanceConf, MagnitudeImportanceConf)  # nodes inside a component's node
 BY_TARGET = {cls._target_: cls for group in COMPONENTS.values() for cls in group} | {

@@ -42,12 +42,13 @@ def pooled(x: Tensor, pool: int) -> Tensor:
 
 def run_layers(x: Tensor, specs: Sequence[LayerSpec], weights: Sequence[Tensor], biases: Sequence[Tensor],
                taps: list[tuple[Tensor, Tensor]] | None = None, head: bool = True,
-               gates: Sequence[Tensor] | None = None) -> Tensor:
+               gates: Sequence[Tensor] | None = None, scales: Sequence[Tensor] | None = None) -> Tensor:
     """The forward pass of every network here: conv/linear layers with ReLU and pooling between them.
 
     With `head` the last layer is the linear output (no ReLU); `taps` collects every hidden layer's
     (output after ReLU, output after pooling); `gates` ([batch, neurons] per hidden layer) multiply
-    each hidden layer's pre-activation (Taylor pruning differentiates the loss by them).
+    each hidden layer's pre-activation (Taylor pruning differentiates the loss by them); `scales`
+    ([batch or 1, neurons] per hidden layer) multiply its output after ReLU and pooling (VIB's noise).
     """
     for i, (sp, w, b) in enumerate(zip(specs, weights, biases, strict=True)):
         x = F.conv2d(x, w, b, padding=sp.padding) if sp.kind == "conv" else F.linear(x.flatten(1), w, b)
@@ -57,6 +58,8 @@ def run_layers(x: Tensor, specs: Sequence[LayerSpec], weights: Sequence[Tensor],
             x = x * (gates[i][:, :, None, None] if x.dim() == 4 else gates[i])
         relu = F.relu(x)
         x = pooled(relu, sp.pool)
+        if scales is not None:
+            x = x * (scales[i][:, :, None, None] if x.dim() == 4 else scales[i])
         if taps is not None:
             taps.append((relu, x))
     return x
@@ -186,14 +189,20 @@ class GroupedNet(nn.Module):
         self.apply_masks()
 
     # ----- forward ---------------------------------------------------------------------------------
-    def forward(self, x: Tensor, tasks: Sequence[str] | str | None = None) -> dict[str, Tensor]:
-        """Outputs per task; with a subset, only the neurons that subset needs are computed."""
+    def forward(self, x: Tensor, tasks: Sequence[str] | str | None = None,
+                scales: Sequence[Tensor] | None = None) -> dict[str, Tensor]:
+        """Outputs per task; with a subset, only the neurons that subset needs are computed.
+
+        `scales` (all tasks only) multiply each hidden layer's output after ReLU and pooling.
+        """
         bits = self.subset_bits(tasks)
         if bits == self.full_set:
             ws = [self.layers[n].weight for n in self.names]
             bs = [self.layers[n].bias for n in self.names]
-            out = run_layers(x, self.layer_specs, ws, bs)
+            out = run_layers(x, self.layer_specs, ws, bs, scales=scales)
             return {t: out[:, s] for t, s in self.head_slices().items()}
+        if scales is not None:
+            raise ValueError("scales apply to the forward pass of all tasks only")
         ws, bs = self.sliced_parameters(bits, alive_only=False)
         out = run_layers(x, self.layer_specs, ws, bs)
         return split_heads(out, [t for i, t in enumerate(self.tasks) if bits >> i & 1], self.n_outputs)

@@ -50,11 +50,11 @@ from mergeprune.errors import check_choice, check_int, check_number
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.pruner.accept import Acceptance
 from mergeprune.pruner.importance import Importance
+from mergeprune.pruner.judge import Retrain, retrain_and_judge, warm_start
 from mergeprune.pruner.resume import StepCheckpoint
 from mergeprune.pruner.steps import NORMALIZE, apply_keep, plan_step
 from mergeprune.pruner.trajectory import point, wants_test
 from mergeprune.seeding import seed_all, stage_seed
-from mergeprune.training.loop import masked_finetune
 from mergeprune.training.optim import adam, check_optimizer
 
 log = logging.getLogger(__name__)
@@ -76,11 +76,11 @@ class Schedule:
         self.slow_at = check_number(slow_at, f"{prefix}.slow_at", low=0.0, high=1.0)
         self.patience = check_int(patience, f"{prefix}.patience", 1)
         self.max_steps = check_int(max_steps, f"{prefix}.max_steps", 0)
-        self.finetune_epochs = check_int(finetune_epochs, f"{prefix}.finetune_epochs", 0)
-        self.recovery_epochs = check_int(recovery_epochs, f"{prefix}.recovery_epochs", 0)
-        self.steps_per_epoch = None if steps_per_epoch is None else check_int(
-            steps_per_epoch, f"{prefix}.steps_per_epoch", 1)
-        self.optimizer = check_optimizer(optimizer or adam(1e-3), f"{prefix}.optimizer")
+        self.retrain = Retrain(
+            check_int(finetune_epochs, f"{prefix}.finetune_epochs", 0),
+            check_int(recovery_epochs, f"{prefix}.recovery_epochs", 0),
+            check_optimizer(optimizer or adam(1e-3), f"{prefix}.optimizer"),
+            None if steps_per_epoch is None else check_int(steps_per_epoch, f"{prefix}.steps_per_epoch", 1))
         self.accept = Acceptance(tolerance, noise_z, prefix)
         self.normalize = check_choice(normalize, f"{prefix}.normalize", NORMALIZE)
         self.test_every = check_int(test_every, f"{prefix}.test_every", 0)
@@ -104,7 +104,7 @@ class Schedule:
             state["stopped"] = self._step(net, ctx, tag, importance, state, protected, n_val)
             ckpt.save(net, state, protected)
         if self.final_epochs > 0:
-            self._finetune(net, ctx, self.final_epochs, f"{tag}/final")
+            self.retrain.run(net, ctx, self.final_epochs, f"{tag}/final")
         report = self._report(net, ctx, state, importance)
         ckpt.clear()
         log.info("%s: pruning stopped (%s) after %d steps (%d accepted): live %s, flops(all) %s",
@@ -114,13 +114,8 @@ class Schedule:
 
     def _start(self, net: GroupedNet, ctx: Context, tag: str) -> dict[str, Any]:
         """The state before the first step, with the trajectory's first point."""
-        base, own = ctx.target(net), ctx.accuracy(net, "val")
-        warm = self.recovery_epochs > 0 and bool(self.accept.broken(base, own, ctx.split_size("val")))
-        if warm:  # a merge that lost accuracy: recover before any step is judged against the reference
-            log.info("%s: val %s starts beyond the tolerance of the reference %s: %d recovery epochs "
-                     "before the first step", tag, _fmt(own), _fmt(base), self.recovery_epochs)
-            self._finetune(net, ctx, self.recovery_epochs, f"{tag}/start")
-            own = ctx.accuracy(net, "val")
+        base = ctx.target(net)
+        own, warm = warm_start(net, ctx, base, self.accept, self.retrain, tag)
         first = point(net, ctx, 0, 0, own, with_test=True)
         log.info("%s: pruning from live %s, val %s (held to %s), flops(all) %s", tag, _fmt(_live(net)),
                  _fmt(own), _fmt(base), f"{first['cost'][_all_key(net)]['flops']:,}")
@@ -147,20 +142,14 @@ class Schedule:
         chosen, keep, oversized = plan
         snapshot = {k: v.detach().clone() for k, v in net.state_dict().items()}
         apply_keep(net, keep)
-        if self.finetune_epochs > 0:
-            self._finetune(net, ctx, self.finetune_epochs, f"{tag}/step{tried}")
-        acc = first = ctx.accuracy(net, "val")
-        recovered = self.recovery_epochs > 0 and any(
-            state["base"][t] - a > self.accept.tolerance for t, a in acc.items())
-        if recovered:
-            self._finetune(net, ctx, self.recovery_epochs, f"{tag}/step{tried}/recovery")
-            acc = ctx.accuracy(net, "val")
-        broken = self.accept.broken(state["base"], acc, n_val)
+        verdict = retrain_and_judge(net, ctx, state["base"], self.accept, self.retrain, f"{tag}/step{tried}",
+                                    n_val)
+        acc, broken, recovered = verdict.val, verdict.broken, verdict.recovered
         after = subset_cost(net, net.full_set)["flops"]
         state["tried"] = tried
         state["steps"].append({"tried": tried, "share": state["share"], "oversized": oversized,
                                "removed": len(chosen),
-                               "flops_before": flops, "flops": after, "val": acc, "val_before_recovery": first if recovered else None, "recovered": recovered,
+                               "flops_before": flops, "flops": after, "val": acc, "val_before_recovery": verdict.first if recovered else None, "recovered": recovered,
                                "accepted": not broken,
                                "broken": broken, "live": _live(net),
                                "seconds": round(time.perf_counter() - t0, 2)})
@@ -185,10 +174,6 @@ class Schedule:
         state["trajectory"].append(entry)
         _log_point(ctx.logger, tag, entry)
         return None
-
-    def _finetune(self, net: GroupedNet, ctx: Context, epochs: int, stage: str) -> None:
-        """Masked finetuning of every task (training.loop: no Trainer per step)."""
-        masked_finetune(net, ctx.tasks, ctx.data, self.optimizer, epochs, stage, self.steps_per_epoch)
 
     def _report(self, net: GroupedNet, ctx: Context, state: dict[str, Any],
                 importance: Importance) -> dict[str, Any]:

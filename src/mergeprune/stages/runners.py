@@ -191,9 +191,12 @@ def run_prune(job: Any, parts: list[Part]) -> list[Part]:
 
 
 def prune_seed_cfg(cfg: Any) -> Any:
-    """The pruner config without the knobs that only say where to stop (schedule.max_steps)."""
+    """The pruner config without the knobs that only say where to stop (schedule.max_steps, and
+    max_stages of pruner=vib)."""
     if isinstance(cfg, dict) and isinstance(cfg.get("schedule"), dict):
         cfg = {**cfg, "schedule": {k: v for k, v in cfg["schedule"].items() if k != "max_steps"}}
+    if isinstance(cfg, dict) and "max_stages" in cfg:
+        cfg = {k: v for k, v in cfg.items() if k != "max_stages"}
     return cfg
 
 
