@@ -152,7 +152,7 @@ def test_missing_layer_weight_names_the_layer(digits_teacher, tmp_path) -> None:
 def test_vib_job_exports_at_the_reported_cost(tiny, tmp_path) -> None:
     """merger=pam pruner=vib end to end: the trajectory grows with the KL, every task keeps its accuracy
     within the test, and each exported subset program counts the FLOPs results.json reports."""
-    cfg = tiny("merger=pam", "pruner=vib", "pruner.max_stages=4", "pruner.epochs=1",
+    cfg = tiny("debug=fast", "merger=pam", "pruner=vib", "pruner.max_stages=3", "pruner.epochs=1",
                "finetune.epochs=1")
     res = run_job(cfg, tmp_path / "job")
     assert res["status"] == "ok"

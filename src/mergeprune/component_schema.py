@@ -230,6 +230,7 @@ class VibPrunerConf:
     steps_per_epoch: int | None = None
     tolerance: float = 0.01
     noise_z: float = 1.0
+    slow_at: float = 0.5
     patience: int = 2
     max_stages: int = 30
     test_every: int = 1

@@ -9,8 +9,9 @@ each task within ``tolerance`` + ``noise_z`` standard errors of the teachers' va
 An accepted read-out is a trajectory point (the cost of every subset, the accuracy of every task, and
 the ``kl_factor`` reached), and its removals become permanent in the VIB network. A rejected one
 sends the VIB network back to the last state that passed and the next stage grows the strength by
-the square root of the last growth; ``patience`` rejections in a row, or ``max_stages`` stages, end
-pruning. The result is the cheapest accepted read-out. A stage that removes nothing new is no point.
+the square root of the last growth; once some task has lost ``slow_at`` of its tolerance the growth is at most the
+square root of ``kl_growth``, so the curve is fine where methods are compared (as the shared
+schedule's steps are). ``patience`` rejections in a row, or ``max_stages`` stages, end pruning. The result is the cheapest accepted read-out. A stage that removes nothing new is no point.
 
 ``phase: joint`` trains every step on the sum of all task losses and their KL terms (a shared
 group's KL reaches every task, an exclusive group's only its own); ``alternate`` (PAM's per-task
@@ -52,8 +53,8 @@ class VibPruner:
                  phase: str = "joint", epochs: int = 2, gate_lr: float = 1e-2,
                  init: Mapping[str, float] | None = None, optimizer: Mapping[str, Any] | None = None,
                  finetune_epochs: int = 1, recovery_epochs: int = 2, steps_per_epoch: int | None = None,
-                 tolerance: float = 0.01, noise_z: float = 1.0, patience: int = 2, max_stages: int = 30,
-                 test_every: int = 1):
+                 tolerance: float = 0.01, noise_z: float = 1.0, slow_at: float = 0.5, patience: int = 2,
+                 max_stages: int = 30, test_every: int = 1):
         self.name = name
         self.granularity = check_choice(granularity, "pruner.granularity", ("neurons",))
         self.kl_factor = check_number(kl_factor, "pruner.kl_factor", low=0.0)
@@ -69,6 +70,7 @@ class VibPruner:
         self.retrain = Retrain(check_int(finetune_epochs, "pruner.finetune_epochs", 0),
                                check_int(recovery_epochs, "pruner.recovery_epochs", 0), self.optimizer, spe)
         self.accept = Acceptance(tolerance, noise_z)
+        self.slow_at = check_number(slow_at, "pruner.slow_at", low=0.0, high=1.0)
         self.patience = check_int(patience, "pruner.patience", 1)
         self.max_stages = check_int(max_stages, "pruner.max_stages", 0)
         self.test_every = check_int(test_every, "pruner.test_every", 0)
@@ -171,6 +173,9 @@ class Stages:
     def _accept(self, cand: GroupedNet, val: Mapping[str, float], k: int, kl: float) -> None:
         """Keep the read-out, make its removals permanent in the VIB network, add a trajectory point."""
         self.best, self.accepted, self.streak = cand, self.accepted + 1, 0
+        worst = max(self.reference[t] - a for t, a in val.items())
+        if worst >= self.p.slow_at * self.p.accept.tolerance:  # near the target: finer stages
+            self.growth = min(self.growth, math.sqrt(self.p.kl_growth))
         for name in self.vib.names[:-1]:
             self.vib.prune_neurons(name, cand.alive(name).to(self.vib.mask(name).device))
         self.saved = self._snapshot(kl)
