@@ -1,0 +1,339 @@
+#!/usr/bin/env bash
+# A one-node SLURM cluster on this machine, to try `hydra/launcher=submitit_slurm` without a cluster:
+# munged, MariaDB + slurmdbd (so that `sacct`, which submitit polls, lists jobs), slurmctld and slurmd,
+# all on 127.0.0.1, with a generated slurm.conf (this machine's cores and memory, partition `debug`).
+# State, logs and spool live in $SLURM_LOCAL_DIR; `stop` ends only the processes `start` started.
+#
+# Usage: bash scripts/slurm_local.sh start|stop|status|env
+#   SLURM_LOCAL_DIR   folder of the cluster (default /tmp/mergeprune-slurm; keep it short: sockets)
+#   SLURM_LOCAL_PORT  first of four TCP ports: slurmctld, slurmd, slurmdbd, MariaDB (default 6817)
+#   SLURM_LOCAL_LINK  1 (default): link /etc/slurm/slurm.conf to the generated file when that path is
+#                     free, so slurm commands find it; 0: never (use `eval "$(... env)"`)
+#   SLURM_LOCAL_MEM_MB  memory the node offers (default 95% of what `slurmd -C` reports)
+set -euo pipefail
+shopt -s extglob
+
+DIR=${SLURM_LOCAL_DIR:-/tmp/mergeprune-slurm}
+PORT=${SLURM_LOCAL_PORT:-6817}
+LINK=${SLURM_LOCAL_LINK:-1}
+CLUSTER=mergeprune
+PARTITION=debug
+CONF=$DIR/etc/slurm.conf
+SYSTEM_CONF=/etc/slurm/slurm.conf
+MUNGE_SOCKET=$DIR/munge-socket/munge.socket.2
+DB_SOCKET=$DIR/mysql/mysqld.sock
+DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)  # start order; stop goes backwards
+# command -> Debian package that provides it
+declare -A PACKAGE=([munged]=munge [munge]=munge [mariadbd]=mariadb-server-core
+  [mariadb-install-db]=mariadb-server-core [mariadb]=mariadb-client-core [slurmdbd]=slurmdbd
+  [slurmctld]=slurmctld [slurmd]=slurmd [sinfo]=slurm-client [sbatch]=slurm-client
+  [sacct]=slurm-client [sacctmgr]=slurm-client [scancel]=slurm-client [squeue]=slurm-client)
+export SLURM_CONF=$CONF
+
+log() { printf 'slurm_local: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+usage() { echo "usage: bash scripts/slurm_local.sh start|stop|status|env" >&2; exit 2; }
+
+alive() {  # alive PID NAME: whether process PID runs (a zombie does not) and is called NAME
+  local stat
+  [[ "$(cat "/proc/$1/comm" 2>/dev/null)" == "$2" ]] || return 1
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat:0:1} != Z ]]
+}
+
+pid_of() {  # pid of one of our daemons if it runs (its pid file names a live process of that name)
+  local name=$1 file=$DIR/run/$1.pid pid
+  [[ -s $file ]] || return 1
+  pid=$(tr -dc '0-9' <"$file")
+  [[ -n $pid ]] && alive "$pid" "$name" || return 1
+  echo "$pid"
+}
+
+running() { pid_of "$1" >/dev/null; }
+
+all_running() {  # whether every daemon of the cluster runs
+  local d
+  for d in "${DAEMONS[@]}"; do running "$d" || return 1; done
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() {  # wait_for SECONDS WHAT COMMAND...: run COMMAND every 0.5 s until it succeeds
+  local seconds=$1 what=$2 tries
+  shift 2
+  for ((tries = 0; tries < seconds * 2; tries++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  die "$what did not come up within ${seconds}s (logs: $DIR/log/)"
+}
+
+missing_packages() {  # the Debian packages whose commands are not installed, one line
+  local cmd
+  for cmd in "${!PACKAGE[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$cmd" >/dev/null 2>&1 \
+      || echo "${PACKAGE[$cmd]}"
+  done | sort -u | tr '\n' ' '
+}
+
+ensure_packages() {  # install what is missing with apt-get when this machine can, else say what is missing
+  local missing
+  missing=$(missing_packages)
+  [[ -z $missing ]] && return 0
+  if [[ $EUID -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    die "missing packages: $missing(install them with: apt-get install --no-install-recommends $missing)"
+  fi
+  log "installing $missing(apt-get, log: $DIR/log/apt-get.log)"
+  apt-get update -qq >"$DIR/log/apt-get.log" 2>&1 || die "apt-get update failed; missing packages: $missing"
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >>"$DIR/log/apt-get.log" 2>&1 \
+    || die "apt-get install failed (log: $DIR/log/apt-get.log); missing packages: $missing"
+  missing=$(missing_packages)
+  [[ -z $missing ]] || die "still missing after apt-get: $missing"
+}
+
+node_line() {  # this machine's node definition from `slurmd -C`, memory trimmed, on 127.0.0.1
+  local line mem
+  line=$(slurmd -C 2>/dev/null | head -n 1)
+  [[ $line == NodeName=* ]] || die "slurmd -C did not describe this machine: $line"
+  mem=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$line")
+  mem=${SLURM_LOCAL_MEM_MB:-$((mem * 95 / 100))}
+  echo "${line/RealMemory=+([0-9])/RealMemory=$mem} NodeAddr=127.0.0.1 State=UNKNOWN"
+}
+
+write_configs() {  # slurm.conf and slurmdbd.conf for this machine
+  local node name
+  node=$(node_line)
+  name=${node%% *}
+  name=${name#NodeName=}
+  cat >"$CONF" <<EOF
+# Generated by scripts/slurm_local.sh: a one-node cluster on 127.0.0.1, everything under $DIR.
+ClusterName=$CLUSTER
+SlurmctldHost=$name(127.0.0.1)
+SlurmctldPort=$PORT
+SlurmdPort=$((PORT + 1))
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$MUNGE_SOCKET
+StateSaveLocation=$DIR/state
+SlurmdSpoolDir=$DIR/spool
+SlurmctldPidFile=$DIR/run/slurmctld.pid
+SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmctldLogFile=$DIR/log/slurmctld.log
+SlurmdLogFile=$DIR/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+SchedulerType=sched/backfill
+ReturnToService=2
+EnforcePartLimits=ALL
+SlurmdTimeout=300
+InactiveLimit=0
+KillWait=5
+MinJobAge=300
+# accounting through slurmdbd: what makes plain sacct (and so submitit's job states) work
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=$((PORT + 2))
+AccountingStoragePass=$MUNGE_SOCKET
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=30
+$node
+PartitionName=$PARTITION Nodes=$name Default=YES MaxTime=INFINITE DefMemPerCPU=1024 State=UP
+EOF
+  cat >"$DIR/etc/slurmdbd.conf" <<EOF
+# Generated by scripts/slurm_local.sh: slurmdbd on 127.0.0.1, its MariaDB under $DIR/mysql.
+AuthType=auth/munge
+AuthInfo=socket=$MUNGE_SOCKET
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=$((PORT + 2))
+SlurmUser=root
+PidFile=$DIR/run/slurmdbd.pid
+LogFile=$DIR/log/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$((PORT + 3))
+StorageUser=slurm
+StoragePass=mergeprune-local
+StorageLoc=slurm_acct_db
+EOF
+  chmod 600 "$DIR/etc/slurmdbd.conf"
+}
+
+check_ports() {  # fail before starting anything when a port a stopped daemon needs is taken
+  local d port
+  declare -A ports=([slurmctld]=$PORT [slurmd]=$((PORT + 1)) [slurmdbd]=$((PORT + 2)) [mariadbd]=$((PORT + 3)))
+  for d in "${!ports[@]}"; do
+    port=${ports[$d]}
+    if ! running "$d" && port_busy "$port"; then
+      die "port $port ($d) is in use by another program; choose other ports with SLURM_LOCAL_PORT"
+    fi
+  done
+}
+
+start_munged() {
+  [[ -s $DIR/munge/munge.key ]] || { dd if=/dev/urandom of="$DIR/munge/munge.key" bs=1024 count=1 status=none; chmod 600 "$DIR/munge/munge.key"; }
+  munged -S "$MUNGE_SOCKET" --key-file="$DIR/munge/munge.key" --pid-file="$DIR/run/munged.pid" \
+    --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munged.seed" \
+    || die "munged failed to start (log: $DIR/log/munged.log)"
+  wait_for 10 munged bash -c "munge -S '$MUNGE_SOCKET' -n | unmunge -S '$MUNGE_SOCKET'"
+}
+
+db() { mariadb --no-defaults -S "$DB_SOCKET" -u root "$@"; }
+
+start_mariadbd() {
+  if [[ ! -d $DIR/mysql/data/mysql ]]; then
+    mariadb-install-db --no-defaults --user=root --datadir="$DIR/mysql/data" --skip-test-db \
+      --auth-root-authentication-method=socket >"$DIR/log/mariadb-install-db.log" 2>&1 \
+      || die "mariadb-install-db failed (log: $DIR/log/mariadb-install-db.log)"
+  fi
+  setsid mariadbd --no-defaults --user=root --datadir="$DIR/mysql/data" --socket="$DB_SOCKET" \
+    --port=$((PORT + 3)) --bind-address=127.0.0.1 --pid-file="$DIR/run/mariadbd.pid" \
+    --log-error="$DIR/log/mariadbd.log" --innodb-buffer-pool-size=64M --skip-name-resolve \
+    </dev/null >>"$DIR/log/mariadbd.log" 2>&1 &
+  wait_for 60 MariaDB db -e "SELECT 1"
+  db -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'mergeprune-local';
+         GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';" || die "could not create the slurmdbd database user"
+}
+
+start_slurmdbd() {
+  slurmdbd || die "slurmdbd failed to start (log: $DIR/log/slurmdbd.log)"
+  wait_for 60 slurmdbd sacctmgr -n show cluster
+  if ! sacctmgr -n -P show cluster format=cluster | grep -qx "$CLUSTER"; then
+    sacctmgr -i add cluster "$CLUSTER" >/dev/null || die "could not register cluster $CLUSTER with slurmdbd"
+  fi
+}
+
+start_slurmctld() {
+  slurmctld || die "slurmctld failed to start (log: $DIR/log/slurmctld.log)"
+  wait_for 30 slurmctld scontrol ping
+}
+
+start_slurmd() {
+  slurmd || die "slurmd failed to start (log: $DIR/log/slurmd.log)"
+}
+
+node_idle() {  # whether the node is idle (resumed first if a former run left it down or drained)
+  local state
+  state=$(sinfo -h -N -o %t 2>/dev/null | head -n 1)
+  case $state in
+    idle | mix | alloc) return 0 ;;
+    down* | drain* | drng*) scontrol update nodename="$(sinfo -h -N -o %N | head -n 1)" state=resume >/dev/null 2>&1 ;;
+  esac
+  return 1
+}
+
+link_conf() {  # let slurm commands in any shell find the generated slurm.conf
+  if [[ $LINK == 1 && ! -e $SYSTEM_CONF && ! -L $SYSTEM_CONF ]] && mkdir -p "$(dirname "$SYSTEM_CONF")" 2>/dev/null \
+    && ln -s "$CONF" "$SYSTEM_CONF" 2>/dev/null; then
+    log "linked $SYSTEM_CONF -> $CONF (removed by stop)"
+  fi
+  if [[ "$(readlink "$SYSTEM_CONF" 2>/dev/null)" != "$CONF" ]]; then
+    log "slurm commands need: export SLURM_CONF=$CONF   (or: eval \"\$(bash scripts/slurm_local.sh env)\")"
+  fi
+}
+
+start() {
+  if all_running; then
+    log "already running ($DIR); sinfo:"
+    sinfo >&2
+    link_conf
+    return 0
+  fi
+  [[ $EUID -eq 0 ]] || die "needs root: slurmd starts jobs as their user and the daemons run as SlurmUser=root"
+  mkdir -p "$DIR"/{etc,run,log,state,spool,mysql,munge,munge-socket}
+  ensure_packages
+  check_ports
+  chmod 700 "$DIR/munge"
+  chmod 755 "$DIR" "$DIR/munge-socket"
+  write_configs
+  local d
+  for d in "${DAEMONS[@]}"; do
+    if running "$d"; then
+      log "$d already running (pid $(pid_of "$d"))"
+    else
+      "start_$d"
+      wait_for 10 "$d (its pid file)" running "$d"
+      log "started $d (pid $(pid_of "$d"))"
+    fi
+  done
+  wait_for 60 "the node (idle in sinfo)" node_idle
+  log "cluster $CLUSTER is up: partition $PARTITION, $(sed -n 's/.*\(CPUs=[0-9]*\).*\(RealMemory=[0-9]*\).*/\1 \2 MB/p' "$CONF")"
+  sinfo >&2
+  link_conf
+}
+
+cancel_jobs() {  # cancel every job of the cluster and wait until they are gone
+  running slurmctld || return 0
+  local jobs
+  jobs=$(squeue -h -o %A 2>/dev/null | tr '\n' ' ')
+  [[ -z ${jobs// /} ]] && return 0
+  log "cancelling jobs $jobs"
+  # shellcheck disable=SC2086
+  scancel $jobs 2>/dev/null || true
+  local tries
+  for ((tries = 0; tries < 60; tries++)); do
+    [[ -z "$(squeue -h -o %A 2>/dev/null)" ]] && return 0
+    sleep 0.5
+  done
+  log "jobs still listed after 30 s: $(squeue -h -o '%A %T' | tr '\n' ' ')"
+}
+
+stop_daemon() {  # SIGTERM one of our daemons, SIGKILL if it is still there after 30 s
+  local name=$1 pid tries
+  pid=$(pid_of "$name") || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((tries = 0; tries < 150; tries++)); do
+    alive "$pid" "$name" || { log "stopped $name (pid $pid)"; return 0; }
+    sleep 0.2
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  log "killed $name (pid $pid): it did not stop on SIGTERM"
+}
+
+kill_leftover_steps() {  # job step daemons of this cluster that outlived slurmd (their folder is ours)
+  local proc pid
+  for proc in /proc/[0-9]*; do
+    pid=${proc#/proc/}
+    [[ "$(cat "$proc/comm" 2>/dev/null)" == slurmstepd ]] || continue
+    [[ "$(readlink "$proc/cwd" 2>/dev/null)" == "$DIR"* ]] || continue
+    kill -KILL "$pid" 2>/dev/null && log "killed leftover slurmstepd (pid $pid)"
+  done
+  return 0
+}
+
+stop() {
+  [[ -d $DIR/run ]] || { log "no cluster in $DIR: nothing to stop"; return 0; }
+  cancel_jobs
+  local i
+  for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do stop_daemon "${DAEMONS[i]}"; done
+  kill_leftover_steps
+  if [[ "$(readlink "$SYSTEM_CONF" 2>/dev/null)" == "$CONF" ]]; then
+    rm -f "$SYSTEM_CONF" && log "removed the link $SYSTEM_CONF"
+  fi
+  log "stopped ($DIR kept: state, accounting database and logs)"
+}
+
+status() {
+  local d up=0
+  for d in "${DAEMONS[@]}"; do
+    if running "$d"; then echo "$d: running (pid $(pid_of "$d"))"; else echo "$d: stopped"; up=3; fi
+  done
+  if running slurmctld; then sinfo; fi
+  return $up
+}
+
+[[ $# -eq 1 ]] || usage
+case $1 in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  env) echo "export SLURM_CONF=$CONF" ;;
+  *) usage ;;
+esac
