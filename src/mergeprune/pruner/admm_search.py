@@ -33,7 +33,7 @@ from mergeprune.pruner.accept import Acceptance
 from mergeprune.pruner.admm import AdmmPruner, admm_stage
 from mergeprune.pruner.admm_ladder import ScaleSearch
 from mergeprune.pruner.masks import kept_units, sparsity_report, total_units, units_for
-from mergeprune.pruner.trajectory import point, wants_test
+from mergeprune.pruner.trajectory import fmt, live, point, wants_test
 from mergeprune.seeding import draw_seed, seed_all, stage_seed
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,8 @@ class AdmmSearchPruner(AdmmPruner):
             "trajectory": rungs.trajectory, "settings": self.settings.describe()}
         summary = report["search"]
         log.info("%s: chose scale %.4g (%s; %d rungs, %d epochs): live %s, val %s, flops(all) %s", tag,
-                 chosen, search.stopped, search.trained(), summary["epochs"], _fmt(live(net)),
-                 _fmt(summary["final_val"]), f"{summary['flops']:,}")
+                 chosen, search.stopped, search.trained(), summary["epochs"], fmt(live(net)),
+                 fmt(summary["final_val"]), f"{summary['flops']:,}")
         return Built(net, report)
 
     def counts(self, net: GroupedNet, base: Mapping[str, float], scale: float) -> dict[str, int]:
@@ -109,8 +109,8 @@ class Rungs:
         self.tried = self.accepted = self.epochs = 0
         first = wants_test(0, pruner.test_every)
         self.trajectory = [point(net, ctx, 0, 0, ctx.accuracy(net, "val"), with_test=first)]
-        log.info("%s: ADMM search from live %s, val %s, flops(all) %s", tag, _fmt(live(net)),
-                 _fmt(self.reference), f"{subset_cost(net, net.full_set)['flops']:,}")
+        log.info("%s: ADMM search from live %s, val %s, flops(all) %s", tag, fmt(live(net)),
+                 fmt(self.reference), f"{subset_cost(net, net.full_set)['flops']:,}")
 
     def is_whole(self, counts: Mapping[str, int]) -> bool:
         """Whether a budget keeps every neuron the network had before pruning (nothing to prune)."""
@@ -126,8 +126,8 @@ class Rungs:
                    "live": live(trial), "broken": broken, "val_acc_hard_pruned": hard,
                    "seconds": round(time.perf_counter() - t0, 2)}
         log.info("%s: rung %d (%s, scale %.4g): live %s, val %s, flops(all) %s, %.1f s -> %s", self.tag,
-                 self.tried, phase, scale, _fmt(details["live"]), _fmt(val), f"{details['flops']:,}",
-                 details["seconds"], f"rejected ({_fmt(broken)} below)" if broken else "accepted")
+                 self.tried, phase, scale, fmt(details["live"]), fmt(val), f"{details['flops']:,}",
+                 details["seconds"], f"rejected ({fmt(broken)} below)" if broken else "accepted")
         if not broken:
             self._accept(trial, val)
         return not broken, details
@@ -157,13 +157,3 @@ def ceiling(base: Mapping[str, float]) -> float:
     """The smallest scale at which every layer is kept whole (1 when the budget prunes nothing)."""
     pruned = [r for r in base.values() if r < 1.0]
     return 1.0 / min(pruned) if pruned else 1.0
-
-
-def live(net: GroupedNet) -> dict[str, int]:
-    """Live neurons per hidden layer."""
-    return {n: int(net.alive(n).sum()) for n in net.names[:-1]}
-
-
-def _fmt(values: Mapping[str, Any]) -> str:
-    """'conv1=3 fc1=25' / 'lo=0.9912'."""
-    return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())

@@ -16,6 +16,7 @@ from typing import Any
 from mergeprune.context import Context
 from mergeprune.models.grouped import GroupedNet
 from mergeprune.pruner.accept import Acceptance
+from mergeprune.pruner.trajectory import fmt
 from mergeprune.training.loop import masked_finetune
 
 log = logging.getLogger(__name__)
@@ -72,12 +73,7 @@ def warm_start(net: GroupedNet, ctx: Context, reference: Mapping[str, float], ac
     warm = retrain.recovery_epochs > 0 and bool(accept.broken(reference, own, ctx.split_size("val")))
     if warm:
         log.info("%s: val %s starts beyond the tolerance of the reference %s: %d recovery epochs "
-                 "before pruning", tag, _fmt(own), _fmt(reference), retrain.recovery_epochs)
+                 "before pruning", tag, fmt(own), fmt(reference), retrain.recovery_epochs)
         retrain.run(net, ctx, retrain.recovery_epochs, f"{tag}/start")
         own = ctx.accuracy(net, "val")
     return own, warm
-
-
-def _fmt(values: Mapping[str, float]) -> str:
-    """'lo=0.9912 hi=0.9850'."""
-    return " ".join(f"{k}={v:.4f}" for k, v in values.items())

@@ -53,7 +53,7 @@ from mergeprune.pruner.importance import Importance
 from mergeprune.pruner.judge import Retrain, retrain_and_judge, warm_start
 from mergeprune.pruner.resume import StepCheckpoint
 from mergeprune.pruner.steps import NORMALIZE, apply_keep, plan_step
-from mergeprune.pruner.trajectory import point, wants_test
+from mergeprune.pruner.trajectory import fmt, live, point, wants_test
 from mergeprune.seeding import seed_all, stage_seed
 from mergeprune.training.optim import adam, check_optimizer
 
@@ -108,7 +108,7 @@ class Schedule:
         report = self._report(net, ctx, state, importance)
         ckpt.clear()
         log.info("%s: pruning stopped (%s) after %d steps (%d accepted): live %s, flops(all) %s",
-                 tag, state["stopped"], state["tried"], state["accepted"], _fmt(_live(net)),
+                 tag, state["stopped"], state["tried"], state["accepted"], fmt(live(net)),
                  f"{report['cost_all']:,}")
         return report
 
@@ -117,11 +117,11 @@ class Schedule:
         base = ctx.target(net)
         own, warm = warm_start(net, ctx, base, self.accept, self.retrain, tag)
         first = point(net, ctx, 0, 0, own, with_test=True)
-        log.info("%s: pruning from live %s, val %s (held to %s), flops(all) %s", tag, _fmt(_live(net)),
-                 _fmt(own), _fmt(base), f"{first['cost'][_all_key(net)]['flops']:,}")
+        log.info("%s: pruning from live %s, val %s (held to %s), flops(all) %s", tag, fmt(live(net)),
+                 fmt(own), fmt(base), f"{first['cost'][_all_key(net)]['flops']:,}")
         _log_point(ctx.logger, tag, first)
         return {"seed": int(torch.initial_seed()) & 0x7FFFFFFF, "tried": 0, "accepted": 0, "streak": 0,
-                "share": self.step, "base": base, "warm_start": warm, "start_live": _live(net), "trajectory": [first],
+                "share": self.step, "base": base, "warm_start": warm, "start_live": live(net), "trajectory": [first],
                 "steps": [], "stopped": None}
 
     def _step(self, net: GroupedNet, ctx: Context, tag: str, importance: Importance,
@@ -151,12 +151,12 @@ class Schedule:
                                "removed": len(chosen),
                                "flops_before": flops, "flops": after, "val": acc, "val_before_recovery": verdict.first if recovered else None, "recovered": recovered,
                                "accepted": not broken,
-                               "broken": broken, "live": _live(net),
+                               "broken": broken, "live": live(net),
                                "seconds": round(time.perf_counter() - t0, 2)})
         log.info("%s: step %d (%.3g of %s FLOPs): removed %d, live %s, val %s, flops(all) %s, %.1f s%s",
-                 tag, tried, state["share"], f"{flops:,}", len(chosen), _fmt(_live(net)), _fmt(acc),
+                 tag, tried, state["share"], f"{flops:,}", len(chosen), fmt(live(net)), fmt(acc),
                  f"{after:,}", time.perf_counter() - t0,
-                 "" if not broken else f" -> rejected ({_fmt(broken)} below)")
+                 "" if not broken else f" -> rejected ({fmt(broken)} below)")
         if broken:
             net.load_state_dict(snapshot)
             for name, i in chosen:
@@ -206,13 +206,3 @@ def _log_point(logger: Logger | bool, tag: str, entry: dict[str, Any]) -> None:
 def _all_key(net: GroupedNet) -> str:
     """The all-tasks subset key ('lo+hi')."""
     return "+".join(net.tasks)
-
-
-def _live(net: GroupedNet) -> dict[str, int]:
-    """Live neurons per hidden layer."""
-    return {n: int(net.alive(n).sum()) for n in net.names[:-1]}
-
-
-def _fmt(values: Mapping[str, float]) -> str:
-    """'conv1=40 fc1=100' / 'lo=0.9912'."""
-    return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())

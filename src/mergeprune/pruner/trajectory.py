@@ -7,6 +7,7 @@ before pruning) to its report's ``trajectory``; the fields are those of results.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from mergeprune.context import Context
@@ -29,9 +30,19 @@ def point(net: GroupedNet, ctx: Context, step: int, tried: int, val: dict[str, f
     return {"step": int(step), "tried": int(tried), "cost": subset_costs(net),
             "val": {t: float(a) for t, a in val.items()},
             "test": ctx.accuracy(net, "test") if with_test else None,
-            "live": {n: int(net.alive(n).sum()) for n in net.names[:-1]}}
+            "live": live(net)}
 
 
 def wants_test(step: int, every: int) -> bool:
     """Whether accepted step `step` records test accuracy (`every` = 0: only the start)."""
     return step == 0 or (every > 0 and step % every == 0)
+
+
+def live(net: GroupedNet) -> dict[str, int]:
+    """Live neurons per hidden layer."""
+    return {n: int(net.alive(n).sum()) for n in net.names[:-1]}
+
+
+def fmt(values: Mapping[str, Any]) -> str:
+    """'conv1=3 fc1=25' / 'lo=0.9912' (for the pruners' progress lines)."""
+    return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())

@@ -35,7 +35,7 @@ from mergeprune.models.grouped import GroupedNet
 from mergeprune.pruner.accept import Acceptance
 from mergeprune.pruner.judge import Retrain, retrain_and_judge, warm_start
 from mergeprune.pruner.knobs import plain
-from mergeprune.pruner.trajectory import point, wants_test
+from mergeprune.pruner.trajectory import fmt, live, point, wants_test
 from mergeprune.pruner.vib_gates import LayerWeights, VibGates, gated_loss, neuron_weights, readout
 from mergeprune.seeding import draw_seed, seed_all, stage_seed
 from mergeprune.training.loop import train_steps
@@ -87,8 +87,8 @@ class VibPruner:
         net.load_state_dict(run.best.state_dict())
         report = run.report(net)
         log.info("%s: VIB stopped (%s) after %d stages (%d accepted): live %s, val %s, flops(all) %s",
-                 tag, report["stopped"], len(report["stages"]), report["accepted"], _fmt(_live(net)),
-                 _fmt(report["final_val_acc"]), f"{report['cost_all']:,}")
+                 tag, report["stopped"], len(report["stages"]), report["accepted"], fmt(live(net)),
+                 fmt(report["final_val_acc"]), f"{report['cost_all']:,}")
         return Built(net, report)
 
     def train(self, net: GroupedNet, gates: VibGates, ctx: Context, kl_factor: float, stage: str) -> float:
@@ -117,7 +117,7 @@ class Stages:
         self.reference = ctx.target(net)
         self.n_val = ctx.split_size("val")
         own, self.warm = warm_start(net, ctx, self.reference, pruner.accept, pruner.retrain, tag)
-        self.start_val, self.start_live = own, _live(net)
+        self.start_val, self.start_live = own, live(net)
         self.seed = draw_seed()
         seed_all(stage_seed(self.seed, "gates"))
         self.vib, self.best = copy.deepcopy(net), copy.deepcopy(net)
@@ -128,8 +128,8 @@ class Stages:
         self.stopped = "max_stages"
         first = point(net, ctx, 0, 0, own, with_test=True) | {"kl_factor": 0.0}
         self.trajectory = [first]
-        log.info("%s: VIB from live %s, val %s (held to %s), flops(all) %s", tag, _fmt(self.start_live),
-                 _fmt(own), _fmt(self.reference), f"{subset_cost(net, net.full_set)['flops']:,}")
+        log.info("%s: VIB from live %s, val %s (held to %s), flops(all) %s", tag, fmt(self.start_live),
+                 fmt(own), fmt(self.reference), f"{subset_cost(net, net.full_set)['flops']:,}")
 
     def run(self) -> None:
         """Stages until `patience` rejections in a row or `max_stages`."""
@@ -145,7 +145,7 @@ class Stages:
         seed_all(stage_seed(self.seed, f"stage{k}"))
         loss = self.p.train(self.vib, self.gates, self.ctx, kl, f"{self.tag}/vib{k}")
         cand, _ = readout(self.vib, self.gates, self.p.threshold)
-        entry: dict[str, Any] = {"stage": k, "kl_factor": kl, "train_loss": loss, "live": _live(cand),
+        entry: dict[str, Any] = {"stage": k, "kl_factor": kl, "train_loss": loss, "live": live(cand),
                                  "flops": subset_cost(cand, cand.full_set)["flops"]}
         if _same_neurons(cand, self.best):  # nothing new crossed the threshold: no point to judge
             entry |= {"accepted": None, "seconds": round(time.perf_counter() - t0, 2)}
@@ -160,8 +160,8 @@ class Stages:
                   "accepted": verdict.accepted, "seconds": round(time.perf_counter() - t0, 2)}
         self.stages.append(entry)
         log.info("%s: stage %d (kl_factor %.3g): live %s, val %s, flops(all) %s, %.1f s%s", self.tag, k,
-                 kl, _fmt(entry["live"]), _fmt(verdict.val), f"{entry['flops']:,}", entry["seconds"],
-                 "" if verdict.accepted else f" -> rejected ({_fmt(verdict.broken)} below)")
+                 kl, fmt(entry["live"]), fmt(verdict.val), f"{entry['flops']:,}", entry["seconds"],
+                 "" if verdict.accepted else f" -> rejected ({fmt(verdict.broken)} below)")
         if verdict.accepted:
             self._accept(cand, verdict.val, k, kl)
             return True
@@ -232,13 +232,3 @@ def _check_init(value: Mapping[str, Any]) -> dict[str, float]:
 def _same_neurons(a: GroupedNet, b: GroupedNet) -> bool:
     """Whether two networks keep the same hidden neurons."""
     return all(bool((a.alive(n).cpu() == b.alive(n).cpu()).all()) for n in a.names[:-1])
-
-
-def _live(net: GroupedNet) -> dict[str, int]:
-    """Live neurons per hidden layer."""
-    return {n: int(net.alive(n).sum()) for n in net.names[:-1]}
-
-
-def _fmt(values: Mapping[str, Any]) -> str:
-    """'conv1=3 fc1=25' / 'lo=0.9912'."""
-    return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
