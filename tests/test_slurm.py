@@ -79,11 +79,19 @@ def cluster() -> Iterator[dict[str, str]]:
         assert not left, f"processes left running after stop: {left}"
 
 
-def sacct(env: dict[str, str]) -> dict[str, str]:
-    """State of every SLURM job (array tasks by id, steps left out), from the accounting database."""
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State"], env=env, capture_output=True,
-                         text=True, timeout=60, check=True).stdout
-    return dict(line.split("|", 1) for line in out.splitlines() if line)
+def sacct(env: dict[str, str], settle_s: float = 60.0) -> dict[str, str]:
+    """State of every SLURM job (array tasks by id, steps left out), from the accounting database,
+    once no job is still listed as pending or running (slurmdbd records a job's end a little after
+    the sweep has its result), or after settle_s."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State"], env=env,
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        states = dict(line.split("|", 1) for line in out.splitlines() if line)
+        busy = any(s in ("PENDING", "RUNNING", "COMPLETING") for s in states.values())
+        if not busy or time.monotonic() > deadline:
+            return states
+        time.sleep(2)
 
 
 def launch(tmp_path: Path, sweep: Path) -> subprocess.Popen:
