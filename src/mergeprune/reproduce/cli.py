@@ -1,6 +1,7 @@
-"""`mergeprune-reproduce [PRESET...] [--page-only] [--root DIR] [--out FILE] [-- OVERRIDES]`: run
-the presets asked for (default all), then write the results page. --root and --out default to
-outputs/reproduce and docs/RESULTS.md below the current directory (run it from the repository).
+"""`mergeprune-reproduce [PRESET...] [--page-only] [--root DIR] [--archive DIR] [--out FILE] [-- OVERRIDES]`:
+run the presets asked for (default all), archive every sweep folder found below --root, then write
+the results page from the archive. --root, --archive and --out default to outputs/reproduce,
+docs/results/runs and docs/RESULTS.md below the current directory (run it from the repository).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from mergeprune.reproduce.archive import archive_sweep
 from mergeprune.reproduce.launch import run_preset
 from mergeprune.reproduce.page import write_page
 from mergeprune.reproduce.presets import BY_NAME
@@ -31,9 +33,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help=f"presets to run (default all: {', '.join(BY_NAME)})")
     parser.add_argument("--root", type=Path, default=Path.cwd() / "outputs" / "reproduce",
                         help="folder of the sweep folders (default outputs/reproduce)")
+    parser.add_argument("--archive", type=Path, default=Path.cwd() / "docs" / "results" / "runs",
+                        help="where each sweep's result files are kept and the page is read from "
+                             "(default docs/results/runs)")
     parser.add_argument("--out", type=Path, default=Path.cwd() / "docs" / "RESULTS.md",
                         help="the page (default docs/RESULTS.md; figures go to its folder/results)")
-    parser.add_argument("--page-only", action="store_true", help="only rewrite the page")
+    parser.add_argument("--page-only", action="store_true", help="only archive the sweep folders and rewrite the page")
     args = parser.parse_args(argv)
     unknown = [p for p in args.presets if p not in BY_NAME]
     if unknown:
@@ -48,9 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     if not args.page_only:
         for name in args.presets or list(BY_NAME):
-            if run_preset(name, args.root, overrides) != 0:
+            if run_preset(name, args.root, overrides, args.archive) != 0:
                 failed.append(name)
-    page = write_page(args.root, args.out)
+    for name in BY_NAME:
+        if (args.root / name).is_dir():
+            archive_sweep(args.root / name, args.archive / name)
+    page = write_page(args.archive, args.out)
     log.info("reproduce: wrote %s", page)
     if failed:
         log.error("reproduce: failed presets: %s (see their sweep folders)", ", ".join(failed))

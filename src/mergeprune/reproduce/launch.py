@@ -1,7 +1,8 @@
-"""Running a preset: one Hydra multirun into <root>/<name>, from the current directory (the jobs'
-relative paths, such as outputs/cache, are read from there), a line per launch in
-<root>/<name>/reproduce.json (command, start, wall time, exit code, commit, machine), then the
-sweep's `mergeprune-report` into <root>/<name>/report.
+"""Running a preset: the archived jobs restored into <root>/<name> (a new checkout resumes the
+sweep), one Hydra multirun into it, from the current directory (the jobs' relative paths, such as
+outputs/cache, are read from there), a line per launch in <root>/<name>/reproduce.json (command,
+start, wall time, exit code, commit, machine), the sweep's `mergeprune-report` into
+<root>/<name>/report. The command line (cli.py) then archives it (reproduce/archive.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mergeprune import report as rp
+from mergeprune.reproduce.archive import restore_sweep
 from mergeprune.reproduce.presets import TOLERANCE
 from mergeprune.results import write_json
 
@@ -34,10 +36,12 @@ def preset_command(name: str, sweep_dir: Path, overrides: list[str]) -> list[str
             f"hydra.sweep.dir={sweep_dir}", *overrides]
 
 
-def run_preset(name: str, root: Path, overrides: list[str]) -> int:
-    """Run one preset's multirun, log the launch to reproduce.json, then write its report."""
+def run_preset(name: str, root: Path, overrides: list[str], archive: Path | None = None) -> int:
+    """Restore its archived jobs, run one preset's multirun, log the launch, write its report."""
     sweep = root / name
     sweep.mkdir(parents=True, exist_ok=True)
+    if archive is not None:
+        restore_sweep(archive / name, sweep)
     cmd = preset_command(name, sweep, overrides)
     log.info("reproduce: %s: %s", name, shlex.join(cmd))
     started, t0, commit = dt.datetime.now().isoformat(timespec="seconds"), time.perf_counter(), git_commit()

