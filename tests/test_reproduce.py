@@ -13,6 +13,7 @@ import math
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ from mergeprune.finished import job_payload
 from mergeprune.report import SeedStat, fmt_count, gather, matched
 from mergeprune.reproduce import PRESETS, write_page
 from mergeprune.reproduce.archive import archive_sweep, restore_sweep
+from mergeprune.reproduce.claims import pam_checks
+from mergeprune.reproduce.readings import finding
 from mergeprune.reproduce.sweeps import gain_answer, trend_sentence
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,6 +111,22 @@ def test_gain_answer_needs_a_change_beyond_the_spread() -> None:
     flat = gain_answer({0: [1.5, 1.1, 1.9], 5: [1.4, 1.0, 1.8]}, "a+b")
     assert "no trend can be claimed" in flat
     assert "Too few" in gain_answer({0: [1.5]}, "a+b")
+
+
+def test_unmet_gain_is_explained_by_the_bound_of_the_dearest_task() -> None:
+    # none: a alone 100, b alone 300 FLOPs; any merger that costs at least b's 300 saves at most
+    # (100 + 300) / 300 = 1.33x; pam costs 320 = 1.07x of b alone
+    mergers = {"none": {"a": stat(100, 5), "b": stat(300, 10), "a+b": stat(400, 12)},
+               "pam": {"a": stat(150, 5), "b": stat(310, 10), "a+b": stat(320, 10)}}
+    checks = pam_checks("p", "taylor/neurons", mergers, ["a", "b", "c", "d", "e"][:2], {})
+    assert [c.key for c in checks] == ["none_pam_all", "worst_single"]
+    worst = checks[1]
+    assert worst.value == pytest.approx(1.5) and "not met" in worst.verdict and "(a)" in worst.ours
+    too_high = replace(checks[0], verdict="**not met**")
+    text = finding(too_high, mergers, ["a", "b"])
+    assert text is not None and "at most 1.33x" in text and "(b)" in text and "1.07x" in text
+    assert "a alone costs 150" in (finding(worst, mergers, ["a", "b"]) or "")
+    assert finding(replace(worst, verdict="met"), mergers, ["a", "b"]) is None
 
 
 def test_archive_keeps_the_result_files_and_restores_them(tmp_path: Path) -> None:

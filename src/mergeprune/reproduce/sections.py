@@ -21,6 +21,7 @@ from mergeprune.reproduce.claims import (
     verdict,
 )
 from mergeprune.reproduce.presets import TOLERANCE, Preset
+from mergeprune.reproduce.readings import finding, group_summary
 
 
 def admm_section(runs: list[rp.Run], checks: Checks, preset: Preset) -> list[rp.Block]:
@@ -70,7 +71,10 @@ def mergers_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> list
     for family, mergers in family_stats(comp).items():
         blocks += [rp.Heading(4, f"Headline ratios at matched accuracy, pruner {family}"),
                    rp.Text(RATIO_TEXT), ratio_table(pair_ratios(mergers, subsets), subsets, preset.paper)]
-        checks += pam_checks(preset.name, family, mergers, list(comp.tasks), preset.paper)
+        mine = pam_checks(preset.name, family, mergers, list(comp.tasks), preset.paper)
+        checks += mine
+        why = [f for c in mine if (f := finding(c, mergers, list(comp.tasks)))]
+        blocks += [rp.Text("Checks not met, read from the runs:"), rp.Bullets(why)] if why else []
     return blocks + [rp.Heading(4, "Final networks: test accuracy (%)"), rp.accuracy_table(comp, TOLERANCE),
                      rp.Heading(4, "Final networks: cost of every task subset (FLOPs, mean ± std, all "
                                    "finished runs)"), subset_cost_table(comp)] + group_blocks(comp)
@@ -87,7 +91,10 @@ RATIO_TEXT = ("A / B: how many times less B costs than A at matched accuracy (ra
 def group_blocks(comp: rp.Comparison, which: str = "") -> list[rp.Block]:
     """Live neurons per group and layer, and PAM's merge evidence (MI per layer and task)."""
     blocks: list[rp.Block] = []
-    groups, evidence = groups_table(comp), evidence_table(comp)
+    summary, groups, evidence = group_summary(comp), groups_table(comp), evidence_table(comp)
+    if summary is not None:
+        blocks += [rp.Heading(4, f"How much all tasks share{which} (neurons over every layer, mean ± "
+                                 "std over seeds)"), summary]
     if groups is not None:
         blocks += [rp.Heading(4, f"Group sizes of the final networks{which} (live neurons per task "
                                  "subset)"), groups]

@@ -1,0 +1,81 @@
+"""What the runs say about a check that is not met: the group sizes of each merger after merging
+and after pruning (how much of its network all tasks share), and the bound that the individually
+pruned networks put on any merger's gain over no merging.
+"""
+
+from __future__ import annotations
+
+from mergeprune import report as rp
+from mergeprune.reproduce.claims import Check, matched_ratio
+
+Groups = dict[str, dict[str, int]]  # layer -> task subset -> neurons
+
+
+def shared_share(groups: Groups, full: str) -> tuple[float, float] | None:
+    """Neurons in all layers and the share of them in the group of every task (None when unknown)."""
+    total = sum(sum(v.values()) for v in groups.values())
+    if not total:
+        return None
+    return float(total), sum(v.get(full, 0) for v in groups.values()) / total
+
+
+def group_summary(comp: rp.Comparison) -> rp.Table | None:
+    """Per method: neurons after merging and after pruning, and the share all tasks share."""
+    full = "+".join(comp.tasks)
+    rows = []
+    for method, rs in comp.methods().items():
+        cells = []
+        for field in ("groups_merged", "groups"):
+            found = [x for r in rs if (x := shared_share(r.data.get(field) or {}, full)) is not None]
+            cells += [rp.fmt_stat((n for n, _ in found), rp.fmt_count),
+                      rp.fmt_stat((100 * s for _, s in found), lambda x: f"{x:.0f}%")]
+        rows.append([rp.method_label(method), str(len(rs))] + cells)
+    if not rows:
+        return None
+    return rp.Table(["method", "n", "neurons after merging", "of them shared by all tasks",
+                     "live neurons after pruning", "of them shared by all tasks (pruned)"], rows)
+
+
+def gain_bound(none: dict[str, rp.SeedStat], tasks: list[str]) -> tuple[float, str] | None:
+    """The largest none / merger ratio on all tasks for a merger that costs at least the dearest
+    individually pruned network (it has to do that task too): sum over tasks / their maximum."""
+    single = {t: none[t].mean for t in tasks if none.get(t) and none[t].mean}
+    if len(single) < len(tasks):
+        return None
+    dearest = max(single, key=lambda t: single[t])
+    return sum(single.values()) / single[dearest], dearest
+
+
+def finding(check: Check, mergers: dict[str, dict[str, rp.SeedStat]], tasks: list[str]) -> str | None:
+    """A sentence of measured numbers on why a check is not met (None when met or not applicable)."""
+    if "not met" not in check.verdict:
+        return None
+    full = "+".join(tasks)
+    if check.key == "none_pam_all" and "none" in mergers:
+        bound = gain_bound(mergers["none"], tasks)
+        pam, none = mergers["pam"][full], mergers["none"]
+        if bound is None or pam.mean is None:
+            return None
+        value, dearest = bound
+        own = matched_ratio(pam, none[dearest])
+        return (f"{check.family}: with no merging the dearest task alone ({dearest}) costs "
+                f"{rp.fmt_count(none[dearest].mean or 0)} at matched accuracy, so a merged network that "
+                f"costs at least as much as that one task can be at most {value:.2f}x cheaper than no "
+                f"merging on {full}; pam costs {own.text() if own else '—'} of it.")
+    if check.key == "worst_single" and "pam" in mergers:
+        task = check.ours.rsplit("(", 1)[-1].rstrip(")")
+        pam_t, none_t = mergers["pam"].get(task), mergers["none"].get(task)
+        if pam_t is None or none_t is None or pam_t.mean is None or none_t.mean is None:
+            return None
+        return (f"{check.family}: pam's {task} alone costs {rp.fmt_count(pam_t.mean)} at matched "
+                f"accuracy against {rp.fmt_count(none_t.mean)} for its individually pruned teacher: the "
+                f"part of pam's network that {task} runs (its own group and every group it shares) is "
+                "pruned to serve the other tasks too; the group sizes below show how much of it is shared.")
+    if check.key == "mtz_pam" and "mtz" in mergers:
+        mtz, pam = mergers["mtz"][full], mergers["pam"][full]
+        if mtz.mean is None or pam.mean is None:
+            return None
+        return (f"{check.family}: on {full} mtz costs {rp.fmt_count(mtz.mean)} and pam "
+                f"{rp.fmt_count(pam.mean)} at matched accuracy; the group sizes below compare how much "
+                "of each merged network all tasks share before and after pruning.")
+    return None
