@@ -48,6 +48,10 @@ def test_page_names_its_sweep_folder_and_every_preset(page: tuple[Path, str]) ->
         assert f"## {name}" in text
         assert f"Not run yet. Run it with `python scripts/reproduce.py {name}`" in text
     assert "## Fidelity" in text and "Machine:" in text
+    jobs = row_of(text, "- Jobs: ")  # pam_split2 defines 4 mergers x 2 pruners x 3 seeds
+    launched = sum(1 for p in (tmp / "sweeps" / "pam_split2").iterdir() if p.is_dir())
+    assert f"of {launched} (the preset defines 24; {24 - launched} not launched yet)" in jobs
+    assert "pruners run: admm (" in jobs
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from mergeprune import report as rp
 from mergeprune.reproduce.claims import Checks
 from mergeprune.reproduce.history import history_blocks
 from mergeprune.reproduce.launch import git_commit, launches, machine, preset_command
-from mergeprune.reproduce.presets import PRESETS, TOLERANCE, Preset
+from mergeprune.reproduce.presets import PRESETS, TOLERANCE, Preset, planned_jobs
 from mergeprune.reproduce.sections import admm_section, grouping_section, mergers_section
 from mergeprune.reproduce.sweeps import alpha_section, relatedness_section
 
@@ -54,7 +54,8 @@ def preset_blocks(preset: Preset, root: Path, figures: Path, checks: Checks) -> 
         f"outputs/reproduce/{preset.name}); every number below is read from the results.json files in it"
         + (f"; launched from commit(s) {', '.join(dict.fromkeys(str(x['commit']) for x in log if 'commit' in x))}"
            if any("commit" in x for x in log) else ""),
-        f"Jobs: {ok} finished of {len(runs)}; their own times add up to {fmt_seconds(job_seconds(runs))}; "
+        f"Jobs: {ok} finished of {len(runs)}{planned_text(preset.name, len(runs))}; pruners run: "
+        f"{pruners_text(runs)}; their own times add up to {fmt_seconds(job_seconds(runs))}; "
         f"launches of this preset took {fmt_seconds(wall)} of wall time in all ({len(log)} launch(es))",
     ]))
     problems = [r for r in runs if not r.ok]
@@ -75,6 +76,20 @@ def preset_blocks(preset: Preset, root: Path, figures: Path, checks: Checks) -> 
     else:
         blocks += relatedness_section(runs)
     return blocks + draw_figures(sweep, figures / preset.name, preset.kind)
+
+
+def planned_text(name: str, launched: int) -> str:
+    """' (the preset defines 24; 12 not launched yet)' when fewer jobs ran than it defines."""
+    planned = planned_jobs(name)
+    return f" (the preset defines {planned}; {planned - launched} not launched yet)" if launched < planned else ""
+
+
+def pruners_text(runs: list[rp.Run]) -> str:
+    """'taylor (12 jobs), vib (4 jobs)': the pruner configs of the finished runs."""
+    counts: dict[str, int] = {}
+    for run in (r for r in runs if r.ok):
+        counts[run.method[1]] = counts.get(run.method[1], 0) + 1
+    return ", ".join(f"{k} ({n} jobs)" for k, n in sorted(counts.items())) or "none"
 
 
 def shown_command(log: list[dict[str, Any]], name: str) -> str:
@@ -157,6 +172,9 @@ FIDELITY = [
     "accepted step, can end lower on test (shown beside); the paper's exact tolerance is not known.",
     "Cost: PAM's counting rule (docs/architecture.md#cost-of-a-task-subset), FLOPs of the dense compact network of each task "
     "subset; no merging costs the sum of the individually pruned teachers.",
+    "Pruners: the presets sweep Taylor-FO (and neuron-level ADMM on pam_split2). VIBNet (pruner=vib) "
+    "is not in their sweeps; `python scripts/reproduce.py PRESET -- pruner=vib` adds its jobs to the "
+    "preset's sweep, and the page shows them as a family of their own ('pruners run' says which ran).",
     "Paper numbers are 'up to' figures over the paper's settings (the 4.87x probably from five LFW "
     "tasks on VGG); ours are the maxima over the task subsets of one setting, so they compare in "
     "kind, not in setting.",

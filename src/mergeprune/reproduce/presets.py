@@ -51,3 +51,13 @@ def load_presets(conf_dir: Path = CONF_DIR) -> list[Preset]:
 
 PRESETS = load_presets()
 BY_NAME = {p.name: p for p in PRESETS}
+
+
+def planned_jobs(name: str, conf_dir: Path = CONF_DIR) -> int:
+    """How many jobs a preset's sweep defines: the product of its sweeper's comma lists."""
+    config = yaml.safe_load((conf_dir / "experiment" / f"{name}.yaml").read_text()) or {}
+    params = ((config.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
+    n = 1
+    for value in params.values():
+        n *= len(str(value).split(","))
+    return n
