@@ -154,6 +154,11 @@ def test_archive_keeps_the_result_files_and_restores_them(tmp_path: Path) -> Non
     assert (fresh / "merger=none,seed=0" / "results.json").read_text() == '{"status": "ok"}'
     assert restore_sweep(archive, fresh) == 1  # the finished job is there; the unfinished one is copied again
     assert not (fresh / "merger=none,seed=0" / "model.pt").exists()
+    shutil.rmtree(sweep / "merger=pam,seed=0")  # a sweep folder that lacks a job keeps its archived copy
+    (sweep / "merger=none,seed=0" / "results.json").write_text('{"status": "ok", "new": 1}')
+    assert archive_sweep(sweep, archive) == 1
+    assert (archive / "merger=pam,seed=0" / "job_payload.json").is_file()
+    assert (archive / "merger=none,seed=0" / "results.json").read_text() == '{"status": "ok", "new": 1}'
 
 
 def test_presets_are_read_from_the_experiment_configs(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ archive (docs/results/runs/<name>) keeps, per job folder, the files every number
 from (results.json), the Hydra overrides the job was launched with (the page reads swept settings
 from them), the job's payload (so a relaunch recognises the job as finished), and the preset's
 launch log. Restoring the archive into an empty sweep folder lets a new checkout resume the sweep:
-its finished jobs are skipped, only missing ones run.
+its finished jobs are skipped, only missing ones run. Archiving never drops an archived job: a job
+folder of the sweep replaces its own archived copy only.
 """
 
 from __future__ import annotations
@@ -39,19 +40,20 @@ def copy_files(src: Path, dest: Path, names: tuple[str, ...]) -> int:
 
 
 def archive_sweep(sweep: Path, archive: Path) -> int:
-    """Replace archive with the result files of sweep's jobs; the number of jobs archived."""
+    """Copy the result files of sweep's jobs into archive, each job replacing its archived copy
+    (archived jobs the sweep folder lacks are kept); the number of jobs archived."""
     jobs = job_folders(sweep)
-    if not jobs:
-        return 0
-    staging = archive.with_name(archive.name + ".new")
-    shutil.rmtree(staging, ignore_errors=True)
     for job in jobs:
-        copy_files(job, staging / job.relative_to(sweep), JOB_FILES)
-    copy_files(sweep, staging, SWEEP_FILES)
-    if archive.exists():
-        shutil.rmtree(archive)
-    staging.rename(archive)
-    log.info("reproduce: archived %d job(s) of %s in %s", len(jobs), sweep, archive)
+        target = archive / job.relative_to(sweep)
+        staging = target.with_name(target.name + ".new")
+        shutil.rmtree(staging, ignore_errors=True)
+        copy_files(job, staging, JOB_FILES)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    if jobs:
+        copy_files(sweep, archive, SWEEP_FILES)
+        log.info("reproduce: archived %d job(s) of %s in %s", len(jobs), sweep, archive)
     return len(jobs)
 
 
