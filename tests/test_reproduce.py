@@ -37,6 +37,8 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The mnist fixtures as the pam_split2 sweep, and the page written from them (nothing run)."""
     tmp = tmp_path_factory.mktemp("repro")
     shutil.copytree(FIXTURES / "sweep_mnist", tmp / "sweeps" / "pam_split2")
+    (tmp / "docs" / "results" / "pam_split5").mkdir(parents=True)  # a figure of an earlier pass
+    (tmp / "docs" / "results" / "pam_split5" / "old_cost.png").write_bytes(b"png")
     out = write_page(tmp / "sweeps", tmp / "docs" / "RESULTS.md")
     return tmp, out.read_text()
 
@@ -48,6 +50,7 @@ def test_page_names_its_sweep_folder_and_every_preset(page: tuple[Path, str]) ->
         assert f"## {name}" in text
         assert f"Not run yet. Run it with `python scripts/reproduce.py {name}`" in text
     assert "## Fidelity" in text and "Machine:" in text
+    assert not (tmp / "docs" / "results" / "pam_split5").exists()  # not run: no stale figures
     jobs = row_of(text, "- Jobs: ")  # pam_split2 defines 4 mergers x 2 pruners x 3 seeds
     launched = sum(1 for p in (tmp / "sweeps" / "pam_split2").iterdir() if p.is_dir())
     assert f"of {launched} (the preset defines 24; {24 - launched} not launched yet)" in jobs

@@ -44,6 +44,7 @@ def preset_blocks(preset: Preset, root: Path, figures: Path, checks: Checks) -> 
     cmd = f"python scripts/reproduce.py {preset.name}"
     runs = rp.gather([sweep]) if sweep.is_dir() else []
     if not any(r.status != "missing" for r in runs):
+        shutil.rmtree(figures / preset.name, ignore_errors=True)  # no figures of an earlier pass
         return blocks + [rp.Text(f"Not run yet. Run it with `{cmd}`.")]
     log = launches(sweep)
     ok = sum(r.ok for r in runs)
