@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPORT_FIXTURES, make_cfg
+from mergeprune import report as rp
 from mergeprune.config_check import check_config
 from mergeprune.finished import job_payload
 from mergeprune.report import SeedStat, fmt_count, gather, matched
@@ -26,7 +27,12 @@ from mergeprune.reproduce import PRESETS, write_page
 from mergeprune.reproduce.archive import archive_sweep, restore_sweep
 from mergeprune.reproduce.claims import pam_checks
 from mergeprune.reproduce.readings import finding
-from mergeprune.reproduce.sweeps import gain_answer, trend_sentence
+from mergeprune.reproduce.sweeps import (
+    alpha_section,
+    gain_answer,
+    relatedness_section,
+    trend_sentence,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = REPORT_FIXTURES
@@ -134,6 +140,34 @@ def test_unmet_gain_is_explained_by_the_bound_of_the_dearest_task() -> None:
     assert text is not None and "at most 1.33x" in text and "(b)" in text and "1.07x" in text
     assert "a alone costs 150" in (finding(worst, mergers, ["a", "b"]) or "")
     assert finding(replace(worst, verdict="met"), mergers, ["a", "b"]) is None
+
+
+def sweep_of(tmp: Path, jobs: dict[str, tuple[str, list[str]]]) -> Path:
+    """A sweep folder: job name -> (curve fixture, Hydra overrides)."""
+    for name, (fixture, overrides) in jobs.items():
+        (tmp / name / ".hydra").mkdir(parents=True)
+        shutil.copy2(ROOT / "tests" / "fixtures" / "report_curves" / fixture / "results.json", tmp / name)
+        (tmp / name / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    return tmp
+
+
+def test_relatedness_gain_is_read_per_seed_from_the_overrides(tmp_path: Path) -> None:
+    jobs = {f"{m}_{seed}_{step}": (f"{m}_{seed}", [f"relatedness={step}", f"merger={m}", f"seed={seed}"])
+            for m in ("none", "pam") for seed in (0, 1) for step in (0, 5)}
+    text = rp.to_markdown(relatedness_section(gather([sweep_of(tmp_path, jobs)])), tmp_path)
+    # lo+hi per seed: none 1500 / pam 900 and none 1700 / pam 1100: 1.667 and 1.545
+    gains = [1500 / 900, 1700 / 1100]
+    mean, std = sum(gains) / 2, math.sqrt(sum((g - sum(gains) / 2) ** 2 for g in gains))
+    assert "| 0 | " in text and f"{mean:.2f}x ± {std:.2f} (n=2)" in row_of(text, "| 5 |")
+    assert "no trend can be claimed" in text  # the same runs at both steps
+
+
+def test_alpha_section_groups_runs_by_their_thresholds(tmp_path: Path) -> None:
+    jobs = {f"pam_{seed}_{a}": (f"pam_{seed}", [f"merger.alpha_conv={a}", "merger.alpha_fc=0.1", f"seed={seed}"])
+            for seed in (0, 1) for a in ("0.0", "0.3")}
+    text = rp.to_markdown(alpha_section(gather([sweep_of(tmp_path, jobs)])), tmp_path)
+    assert "| 0 | 0.1 | 2 |" in text and "| 0.3 | 0.1 | 2 |" in text and "1k ± 141 (CV 14%)" in text
+    assert "at alpha_fc 0.1, alpha_conv 0 → 0.3: lo+hi costs" in text and "constant in the mean" in text
 
 
 def test_archive_keeps_the_result_files_and_restores_them(tmp_path: Path) -> None:
