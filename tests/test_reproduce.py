@@ -25,7 +25,7 @@ from mergeprune.finished import job_payload
 from mergeprune.report import SeedStat, fmt_count, gather, matched
 from mergeprune.reproduce import PRESETS, write_page
 from mergeprune.reproduce.archive import archive_sweep, restore_sweep
-from mergeprune.reproduce.claims import pam_checks
+from mergeprune.reproduce.claims import matched_ratio, pam_checks
 from mergeprune.reproduce.readings import finding
 from mergeprune.reproduce.sweeps import (
     alpha_section,
@@ -124,6 +124,13 @@ def test_gain_answer_needs_a_change_beyond_the_spread() -> None:
     flat = gain_answer({0: [1.5, 1.1, 1.9], 5: [1.4, 1.0, 1.8]}, "a+b")
     assert "no trend can be claimed" in flat
     assert "Too few" in gain_answer({0: [1.5]}, "a+b")
+
+
+def test_one_seed_has_no_spread() -> None:
+    one = SeedStat(1, 1, 100.0, 0.0, 0.0)
+    ratio = matched_ratio(one, stat(50, 5))
+    assert ratio is not None and ratio.spread is None and ratio.text() == "2.00x"
+    assert ratio.beyond(1.0) is None
 
 
 def test_unmet_gain_is_explained_by_the_bound_of_the_dearest_task() -> None:

@@ -74,7 +74,7 @@ def matched_ratio(a: rp.SeedStat | None, b: rp.SeedStat | None) -> Ratio | None:
     if a is None or b is None or not a.n_reached or not b.n_reached or not a.mean or not b.mean:
         return None
     value = a.mean / b.mean
-    if a.cv is None or b.cv is None:
+    if a.cv is None or b.cv is None or a.n_reached < 2 or b.n_reached < 2:
         return Ratio(value, None)
     return Ratio(value, value * math.sqrt(a.cv ** 2 + b.cv ** 2))
 
