@@ -137,13 +137,15 @@ def grouping_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> lis
     # "no more than star": not dearer beyond the spread; "less on one": cheaper beyond the spread
     no_more = all(r.value >= 1.0 or r.beyond(1.0) is False for r in known.values())
     less = [s for s, r in known.items() if r.value > 1.0 and r.beyond(1.0)]
-    ok = (no_more and bool(less)) if known else None
+    spread_known = any(r.spread is not None for r in known.values())
+    ok = (no_more and bool(less)) if known and spread_known else None
     lo, hi = (min(known.values(), key=lambda r: r.value), max(known.values(), key=lambda r: r.value)) \
         if known else (None, None)
     checks.append(Check(preset.name, "", "star_subsets",
                         "subsets costs no more than star on every subset, less on one beyond the seed spread",
                         f"star / subsets from {lo.text()} to {hi.text()}" if lo and hi else "—", "—",
-                        ">= 1.0x everywhere, > 1.0x beyond the spread once", verdict(ok)
+                        ">= 1.0x everywhere, > 1.0x beyond the spread once",
+                        (verdict(ok) if ok is not None or not known else "— (one seed: no spread to judge by)")
                         + (f" (cheaper beyond the spread on {', '.join(less)})" if less else ""),
                         hi.value if hi else None))
     acc = [[g, str(len(rs))] + [rp.fmt_stat((rp.accuracy(r, t) for r in rs), rp.fmt_pct) for t in comp.tasks]
