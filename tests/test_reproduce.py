@@ -96,6 +96,13 @@ def test_page_shows_first_pass_beside_this_pass(curves_page: str) -> None:
     assert "not run in this pass" in row_of(curves_page, "| pam_split5 |", "none_pam_all")
 
 
+def test_group_summary_shows_how_far_below_the_teachers_pruning_starts(curves_page: str) -> None:
+    # reference lo 0.98, hi 0.97; the fixtures' step 0 is 0.5 (pam_0) and 0.4 (pam_1) points above
+    # on the worst task, so the drop before pruning is -0.5 and -0.4 points: mean -0.45 ± 0.07
+    # (the fixtures record no groups, hence the dashes)
+    assert "| pam/taylor/neurons | 2 | — | — | — | — | -0.45 ± 0.07 |" in curves_page
+
+
 def test_trade_off_curves_are_on_the_page(curves_page: str) -> None:
     assert "](results/pam_split2/mnist5k-lo-hi-lenet5_curves.png)" in curves_page
     lines = curves_page.splitlines()

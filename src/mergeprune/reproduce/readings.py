@@ -1,11 +1,13 @@
 """What the runs say about a check that is not met: the group sizes of each merger after merging
-and after pruning (how much of its network all tasks share), and the bound that the individually
-pruned networks put on any merger's gain over no merging.
+and after pruning (how much of its network all tasks share), how far below the teachers the merged
+network starts (the tolerance left to pruning), and the bound that the individually pruned
+networks put on any merger's gain over no merging.
 """
 
 from __future__ import annotations
 
 from mergeprune import report as rp
+from mergeprune.report.curves import reference, trajectory
 from mergeprune.reproduce.claims import Check, matched_ratio
 
 Groups = dict[str, dict[str, int]]  # layer -> task subset -> neurons
@@ -19,6 +21,15 @@ def shared_share(groups: Groups, full: str) -> tuple[float, float] | None:
     return float(total), sum(v.get(full, 0) for v in groups.values()) / total
 
 
+def start_drop(run: rp.Run) -> float | None:
+    """Worst validation drop below the teachers (points) of the network pruning starts from."""
+    ref, drops = reference(run), []
+    for points in trajectory(run).values():
+        val = points[0].get("val") or {}
+        drops += [100 * (ref[t] - rp.number(a)) for t, a in val.items() if t in ref and rp.number(a) is not None]
+    return max(drops) if drops else None
+
+
 def group_summary(comp: rp.Comparison) -> rp.Table | None:
     """Per method: neurons after merging and after pruning, and the share all tasks share."""
     full = "+".join(comp.tasks)
@@ -29,11 +40,13 @@ def group_summary(comp: rp.Comparison) -> rp.Table | None:
             found = [x for r in rs if (x := shared_share(r.data.get(field) or {}, full)) is not None]
             cells += [rp.fmt_stat((n for n, _ in found), rp.fmt_count),
                       rp.fmt_stat((100 * s for _, s in found), lambda x: f"{x:.0f}%")]
+        cells.append(rp.fmt_stat((start_drop(r) for r in rs), lambda x: f"{x:.2f}"))
         rows.append([rp.method_label(method), str(len(rs))] + cells)
     if not rows:
         return None
     return rp.Table(["method", "n", "neurons after merging", "of them shared by all tasks",
-                     "live neurons after pruning", "of them shared by all tasks (pruned)"], rows)
+                     "live neurons after pruning", "of them shared by all tasks (pruned)",
+                     "validation drop before pruning (worst task, points)"], rows)
 
 
 def gain_bound(none: dict[str, rp.SeedStat], tasks: list[str]) -> tuple[float, str] | None:
