@@ -30,6 +30,7 @@ class Check:
     target: str
     verdict: str
     value: float | None = None  # the number the verdict rests on
+    where: str = ""  # the task or subset that number is read at
 
 
 Checks = list[Check]
@@ -126,7 +127,7 @@ def pam_checks(preset: str, family: str, mergers: dict[str, dict[str, rp.SeedSta
                          f"{family}: worst single task, pam / individually pruned",
                          f"{known[worst].text()} ({worst})" if worst else "—", "—", "<= 1.2",
                          verdict(ok) + spread_note(ok, known[worst] if worst else None, 1.2),
-                         known[worst].value if worst else None))
+                         known[worst].value if worst else None, worst or ""))
     if "mtz" in mergers and "pam" in mergers:
         subsets = rp.subset_order(tuple(tasks))
         rs = {s: matched_ratio(mergers["mtz"][s], mergers["pam"][s]) for s in subsets}

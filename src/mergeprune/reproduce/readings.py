@@ -76,7 +76,7 @@ def finding(check: Check, mergers: dict[str, dict[str, rp.SeedStat]], tasks: lis
                 f"costs at least as much as that one task can be at most {value:.2f}x cheaper than no "
                 f"merging on {full}; pam costs {own.text() if own else '—'} of it.")
     if check.key == "worst_single" and "pam" in mergers:
-        task = check.ours.rsplit("(", 1)[-1].rstrip(")")
+        task = check.where
         pam_t, none_t = mergers["pam"].get(task), mergers["none"].get(task)
         if pam_t is None or none_t is None or pam_t.mean is None or none_t.mean is None:
             return None
