@@ -424,3 +424,40 @@ def test_default_pam_gives_exclusive_groups_from_the_tasks_own_teachers(setup):
     assert sum(exclusive) >= 0.2 * live, report
     for entry in report["tasks"].values():
         assert entry["own"] > 0.5 * entry["exclusive"] > 0, report
+
+
+def load_drop_audit() -> types.ModuleType:
+    """scripts/pam_drop_audit.py as a module."""
+    import importlib.util
+
+    path = CONF.parent / "scripts" / "pam_drop_audit.py"
+    spec = importlib.util.spec_from_file_location("pam_drop_audit", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_drop_audit_drops_only_the_layer_it_names_and_its_null_keeps_the_count(setup):
+    """Dropping nothing reproduces the teachers; dropping a layer's set removes exactly that set; the
+    random null drops as many varying neurons, and PAM's constant ones."""
+    audit = load_drop_audit()
+    teachers, job, x = setup
+    merger = PamMerger(alpha_conv=0.5, alpha_fc=0.5, compensate=False, samples=64)
+    plan = merger.plan(teachers, job)
+    nothing = torch.zeros_like(plan.sets[1], dtype=torch.bool)
+    out, ref = merger.build(teachers, audit.drop_only(plan, 1, nothing, 3)).net(x), teacher_outputs(teachers, x)
+    for task in ref:
+        torch.testing.assert_close(out[task], ref[task], atol=1e-5, rtol=1e-5)
+    dropped = plan.sets[1] == 0
+    assert int(dropped.sum()) > 0
+    net = merger.build(teachers, audit.drop_only(plan, 1, dropped, 3)).net
+    names = net.names[:-1]
+    assert len(net.groups(names[1])) == len(dropped) - int(dropped.sum())
+    assert all(len(net.groups(n)) == len(plan.sets[i]) for i, n in enumerate(names) if i != 1)
+    live = torch.zeros_like(dropped)
+    live[::2] = True
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        null = audit.random_drop(dropped, live, gen)
+        assert int((null & live).sum()) == int((dropped & live).sum())
+        assert bool((null[~live] == dropped[~live]).all())

@@ -26,6 +26,7 @@ from mergeprune.report import SeedStat, fmt_count, gather, matched
 from mergeprune.reproduce import PRESETS, write_page
 from mergeprune.reproduce.archive import archive_sweep, restore_sweep
 from mergeprune.reproduce.claims import matched_ratio, pam_checks
+from mergeprune.reproduce.presets import Preset, preset_of
 from mergeprune.reproduce.readings import finding
 from mergeprune.reproduce.sweeps import (
     alpha_section,
@@ -33,6 +34,7 @@ from mergeprune.reproduce.sweeps import (
     relatedness_section,
     trend_sentence,
 )
+from mergeprune.reproduce.variant import drop_blocks, variant_section
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = REPORT_FIXTURES
@@ -108,6 +110,37 @@ def test_trade_off_curves_are_on_the_page(curves_page: str) -> None:
     lines = curves_page.splitlines()
     figures = [i for i, line in enumerate(lines) if line.startswith("![") and "pam_split2" in line]
     assert "_curves.png" in lines[figures[0]]  # the curves come before the other figures
+
+
+def test_variant_is_set_beside_its_base_and_takes_pams_place_in_its_checks(tmp_path: Path) -> None:
+    # the variant's runs are the base's own pam runs, so its recomputed checks must equal the base's:
+    # mtz / pam 900 / 1000 on lo+hi (test_checks_read_the_costs_at_matched_accuracy)
+    for name in ("mtz_0", "mtz_1", "mtz_2", "none_0", "none_1", "pam_0", "pam_1"):
+        shutil.copytree(ROOT / "tests" / "fixtures" / "report_curves" / name, tmp_path / "runs" / "base" / name)
+        if name.startswith("pam"):
+            shutil.copytree(tmp_path / "runs" / "base" / name, tmp_path / "runs" / "v" / name)
+    preset = Preset("v", "variant of base", "variant", base="base")
+    text = rp.to_markdown(variant_section(gather([tmp_path / "runs" / "v"]), preset, tmp_path / "runs"),
+                          tmp_path)
+    pam = [line for line in text.splitlines() if line.startswith("| pam (")]
+    assert len(pam) == 2 and pam[0].split("|")[2:] == pam[1].split("|")[2:]  # same runs, same costs
+    assert "| mtz (base) |" in text and "| none (base) |" in text
+    assert "0.90x" in row_of(text, "mtz / pam, best and worst subset") and "not met" in text
+
+
+def test_drop_audit_is_read_in_points_below_the_teacher(tmp_path: Path) -> None:
+    folder = tmp_path / "diagnostics" / "base"
+    folder.mkdir(parents=True)
+    for seed, pam in ((0, 0.97), (1, 0.96)):  # 1 and 2 points below the teacher's 0.98
+        layer = {"candidates": 12, "dropped": 3, "dropped_varying": 3, "pam": {"lo": pam},
+                 "random": {"lo": [0.95, 0.97]}}
+        (folder / f"pam_drops_seed{seed}.json").write_text(
+            json.dumps({"teachers_val": {"lo": 0.98}, "layers": {"conv1": layer}}))
+    text = rp.to_markdown(drop_blocks(folder), tmp_path)
+    # PAM 1 and 2 points: 1.50 ± 0.71; random 3, 1, 3, 1 points: 2.00 ± 1.15
+    assert "| conv1 | 12 | 3 | 3 | 1.50 ± 0.71 | 2.00 ± 1.15 |" in text
+    assert "seeds 0, 1" in text
+    assert drop_blocks(tmp_path / "none") == []
 
 
 def stat(mean: float, std: float, n: int = 3) -> SeedStat:
@@ -216,8 +249,14 @@ def test_presets_are_read_from_the_experiment_configs(tmp_path: Path) -> None:
     assert [(p.name, p.kind) for p in PRESETS] == [
         ("admm_lenet5", "admm"), ("pam_split2", "mergers"), ("pam_split5", "mergers"),
         ("pam_overlap3", "grouping"), ("pam_alpha", "alpha"), ("pam_relatedness", "relatedness"),
-        ("pam_fashion2", "mergers"), ("pam_fashion5", "mergers")]
+        ("pam_fashion2", "mergers"), ("pam_fashion2_fc", "variant"), ("pam_fashion5", "mergers")]
     by_name = {p.name: p for p in PRESETS}
+    assert by_name["pam_fashion2_fc"].base == "pam_fashion2"
+    bad = tmp_path / "experiment" / "v.yaml"
+    bad.parent.mkdir()
+    bad.write_text("preset: {kind: variant, what: a variant without its base}\n")
+    with pytest.raises(ValueError, match="needs `base`"):
+        preset_of(bad)
     assert by_name["pam_split2"].paper == by_name["pam_split5"].paper == {"none": 4.87, "mtz": 2.01}
     assert by_name["admm_lenet5"].paper == {"admm": 71.2, "admm_progressive": 167.0}
     for preset in PRESETS:  # the jobs accept the block, and it does not enter their cache key

@@ -23,6 +23,7 @@ from mergeprune.reproduce.launch import git_commit, launches, machine, preset_co
 from mergeprune.reproduce.presets import PRESETS, TOLERANCE, Preset, planned_jobs
 from mergeprune.reproduce.sections import admm_section, grouping_section, mergers_section
 from mergeprune.reproduce.sweeps import alpha_section, relatedness_section
+from mergeprune.reproduce.variant import variant_section
 
 
 def job_seconds(runs: Iterable[rp.Run]) -> float:
@@ -74,6 +75,8 @@ def preset_blocks(preset: Preset, root: Path, figures: Path, checks: Checks) -> 
             blocks += [rp.Heading(3, comp.title)] + grouping_section(comp, checks, preset)
     elif preset.kind == "alpha":
         blocks += alpha_section(runs)
+    elif preset.kind == "variant":
+        blocks += variant_section(runs, preset, root)
     else:
         blocks += relatedness_section(runs)
     return blocks + draw_figures(sweep, figures / preset.name, preset.kind)
@@ -94,8 +97,10 @@ def pruners_text(runs: list[rp.Run]) -> str:
 
 
 def shown_command(log: list[dict[str, Any]], name: str) -> str:
-    """The multirun command of the last launch (or the one a launch would run), paths shortened."""
-    cmd = log[-1]["command"] if log else shlex.join(preset_command(name, Path("outputs/reproduce") / name, []))
+    """The multirun command of the last launch that succeeded (else the last; else the one a launch
+    would run), paths shortened."""
+    ok = [x for x in log if x.get("returncode") == 0] or log
+    cmd = ok[-1]["command"] if ok else shlex.join(preset_command(name, Path("outputs/reproduce") / name, []))
     return cmd.replace(sys.executable, "python").replace(str(Path.cwd()) + "/", "")
 
 

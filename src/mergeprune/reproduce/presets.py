@@ -15,7 +15,7 @@ import yaml
 TOLERANCE = 1.0  # accuracy points a task may lose against its teacher (the report's default)
 # the config folder the jobs read (as mergeprune.cli finds it)
 CONF_DIR = Path(os.environ.get("MERGEPRUNE_CONF", Path(__file__).resolve().parents[3] / "conf"))
-KINDS = ("admm", "mergers", "grouping", "alpha", "relatedness")
+KINDS = ("admm", "mergers", "grouping", "alpha", "relatedness", "variant")
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,11 @@ class Preset:
 
     name: str
     what: str
-    kind: str  # admm | mergers | grouping | alpha | relatedness
+    kind: str  # admm | mergers | grouping | alpha | relatedness | variant
     order: float = float("inf")  # place on the page
     paper: dict[str, float] = field(default_factory=dict)  # the papers' numbers, by method
     target: dict[str, dict[str, float]] = field(default_factory=dict)  # what a check requires
+    base: str = ""  # variant: the preset whose runs it is set beside
 
 
 def preset_of(path: Path) -> Preset | None:
@@ -38,9 +39,11 @@ def preset_of(path: Path) -> Preset | None:
     if not isinstance(block, dict) or block.get("kind") not in KINDS or not block.get("what"):
         raise ValueError(f"{path}: preset needs `what` and `kind` (one of {', '.join(KINDS)}); "
                          f"got {block!r}")
+    if block["kind"] == "variant" and not block.get("base"):
+        raise ValueError(f"{path}: a variant preset needs `base`, the preset it is set beside")
     return Preset(path.stem, str(block["what"]), str(block["kind"]),
                   float(block.get("order", float("inf"))), dict(block.get("paper") or {}),
-                  dict(block.get("target") or {}))
+                  dict(block.get("target") or {}), str(block.get("base") or ""))
 
 
 def load_presets(conf_dir: Path = CONF_DIR) -> list[Preset]:
