@@ -134,13 +134,17 @@ def test_drop_audit_is_read_in_points_below_the_teacher(tmp_path: Path) -> None:
     for seed, pam in ((0, 0.97), (1, 0.96)):  # 1 and 2 points below the teacher's 0.98
         layer = {"candidates": 12, "dropped": 3, "dropped_varying": 3, "pam": {"lo": pam},
                  "random": {"lo": [0.95, 0.97]}}
+        fc1 = {"candidates": 40, "dropped": 20 + seed, "dropped_varying": 5, "pam": {"lo": 0.98},
+               "random": {"lo": [0.90, 0.91]}}  # PAM loses nothing, random 8 and 7 points
         (folder / f"pam_drops_seed{seed}.json").write_text(
-            json.dumps({"teachers_val": {"lo": 0.98}, "layers": {"conv1": layer}}))
-    text = rp.to_markdown(drop_blocks(folder), tmp_path)
+            json.dumps({"teachers_val": {"lo": 0.98}, "layers": {"conv1": layer, "fc1": fc1}}))
+    text = rp.to_markdown(drop_blocks(folder, "diag"), tmp_path)
     # PAM 1 and 2 points: 1.50 ± 0.71; random 3, 1, 3, 1 points: 2.00 ± 1.15
     assert "| conv1 | 12 | 3 | 3 | 1.50 ± 0.71 | 2.00 ± 1.15 |" in text
-    assert "seeds 0, 1" in text
-    assert drop_blocks(tmp_path / "none") == []
+    assert "`diag/pam_drops_seed*.json` (seeds 0, 1)" in text
+    assert "| fc1 | 40 | 20-21 | 5 | 0.00 ± 0.00 | 7.50 ± 0.58 |" in text
+    assert "in: fc1 (lo); it does not in: conv1 (lo)." in text  # conv1: 2.00 - 1.50 is within 1.15
+    assert drop_blocks(tmp_path / "none", "none") == []
 
 
 def stat(mean: float, std: float, n: int = 3) -> SeedStat:

@@ -23,7 +23,7 @@ from mergeprune.reproduce.launch import git_commit, launches, machine, preset_co
 from mergeprune.reproduce.presets import PRESETS, TOLERANCE, Preset, planned_jobs
 from mergeprune.reproduce.sections import admm_section, grouping_section, mergers_section
 from mergeprune.reproduce.sweeps import alpha_section, relatedness_section
-from mergeprune.reproduce.variant import variant_section
+from mergeprune.reproduce.variant import drop_blocks, variant_section
 
 
 def job_seconds(runs: Iterable[rp.Run]) -> float:
@@ -79,6 +79,8 @@ def preset_blocks(preset: Preset, root: Path, figures: Path, checks: Checks) -> 
         blocks += variant_section(runs, preset, root)
     else:
         blocks += relatedness_section(runs)
+    diagnostics = root.parent / "diagnostics" / preset.name
+    blocks += drop_blocks(diagnostics, display(diagnostics))
     return blocks + draw_figures(sweep, figures / preset.name, preset.kind)
 
 

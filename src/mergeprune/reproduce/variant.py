@@ -1,9 +1,9 @@
 """The page's section of a diagnostic variant preset (kind `variant`): one merger run with a changed
 setting, set beside its base preset's mergers at matched accuracy (same data, tasks, model, pruner and
-seeds); the base's PAM checks recomputed with the variant in PAM's place; and PAM's drop audit
-(scripts/pam_drop_audit.py: each layer's MI drop against random drops of its size, before any
-training) when its results are kept in docs/results/diagnostics/<base>/. The variant's checks are
-not headline checks: they say what the base's unmet targets depend on.
+seeds), and the base's PAM checks recomputed with the variant in PAM's place. The variant's checks are
+not headline checks: they say what the base's unmet targets depend on. Also PAM's drop audit of any
+preset (scripts/pam_drop_audit.py: each layer's MI drop against random drops of its size, before any
+training) when its results are kept in docs/results/diagnostics/<preset>/.
 """
 
 from __future__ import annotations
@@ -52,7 +52,13 @@ def variant_section(runs: list[rp.Run], preset: Preset, root: Path) -> list[rp.B
                          [[c.claim, c.ours, c.target, c.verdict] for c in checks])
                 if checks else rp.Text(f"{preset.base} has no runs to set the variant against yet.")]
         blocks += group_blocks(comp)
-    return blocks + drop_blocks(root.parent / "diagnostics" / preset.base)
+    return blocks
+
+
+def beats_random(pam: list[float], rnd: list[float]) -> bool:
+    """Whether PAM's mean loss is below the random drops' mean by more than their std."""
+    mean, std = rp.mean_std(rnd)
+    return len(rnd) > 1 and mean - rp.mean_std(pam)[0] > std
 
 
 def count_range(values: Iterable[int]) -> str:
@@ -61,13 +67,13 @@ def count_range(values: Iterable[int]) -> str:
     return str(found[0]) if len(found) == 1 else f"{found[0]}-{found[-1]}"
 
 
-def drop_blocks(folder: Path) -> list[rp.Block]:
-    """The drop audit table of the JSON files in folder (nothing when there are none)."""
+def drop_blocks(folder: Path, shown: str) -> list[rp.Block]:
+    """The drop audit table of the JSON files in folder, shown as `shown` (nothing when there are none)."""
     files = sorted(folder.glob(DROP_FILES)) if folder.is_dir() else []
     results = [json.loads(f.read_text()) for f in files]
     if not results:
         return []
-    rows = []
+    rows, better, not_better = [], [], []
     for layer, first in results[0]["layers"].items():
         entries = [r["layers"][layer] for r in results if layer in r["layers"]]
         cells = [str(first["candidates"]),
@@ -76,18 +82,21 @@ def drop_blocks(folder: Path) -> list[rp.Block]:
             pam = [100 * (r["teachers_val"][task] - r["layers"][layer]["pam"][task]) for r in results]
             rnd = [100 * (r["teachers_val"][task] - a) for r in results for a in r["layers"][layer]["random"][task]]
             cells += [rp.fmt_stat(pam, lambda x: f"{x:.2f}"), rp.fmt_stat(rnd, lambda x: f"{x:.2f}")]
+            (better if beats_random(pam, rnd) else not_better).append(f"{layer} ({task})")
         rows.append([layer] + cells)
     tasks = list(results[0]["teachers_val"])
     seeds = ", ".join(f.stem.rsplit("seed", 1)[-1] for f in files)
     return [rp.Heading(3, "PAM's drop before training, layer by layer, against random drops of its size"),
-            rp.Text(f"Read from {', '.join(f'`{f.as_posix()}`' for f in files)} (seeds {seeds}), written by "
-                    "`python scripts/pam_drop_audit.py experiment=<base> seed=<k> --json <file>`. Per layer, "
+            rp.Text(f"Read from `{shown}/{DROP_FILES}` (seeds {seeds}), written by "
+                    "`python scripts/pam_drop_audit.py experiment=<preset> seed=<k> --json <file>`. Per layer, "
                     "only that layer loses PAM's dropped neurons (their output replaced by its batch mean), "
                     "every other neuron stays shared, and each task's validation accuracy is compared "
                     "with its teacher's (points below, mean ± std over seeds). Random: the same number of "
                     "the layer's varying neurons dropped at random (PAM's drops of neurons constant on its "
                     "batch kept), 5 draws per seed. A selection rule that means something loses less "
                     "than random."),
+            rp.Text("PAM's drop loses less than a random drop, by more than the random drops' spread, in: "
+                    f"{', '.join(better) or 'no layer'}; it does not in: {', '.join(not_better) or 'no layer'}."),
             rp.Table(["layer", "candidates", "dropped", "of them varying"]
                      + [x for t in tasks for x in (f"{t}: PAM's drop (points)", f"{t}: random drop (points)")],
                      rows)]
