@@ -28,6 +28,7 @@ from mergeprune.reproduce.archive import archive_sweep, restore_sweep
 from mergeprune.reproduce.claims import matched_ratio, pam_checks
 from mergeprune.reproduce.presets import Preset, preset_of
 from mergeprune.reproduce.readings import finding
+from mergeprune.reproduce.sections import grouping_finding
 from mergeprune.reproduce.sweeps import (
     alpha_section,
     gain_answer,
@@ -150,6 +151,15 @@ def test_drop_audit_is_read_in_points_below_the_teacher(tmp_path: Path) -> None:
 def stat(mean: float, std: float, n: int = 3) -> SeedStat:
     """A matched cost reached by every one of n seeds."""
     return SeedStat(n, n, mean, std, std / mean)
+
+
+def test_unmet_grouping_check_names_each_groupings_spread_and_start() -> None:
+    pam = [r for r in gather([ROOT / "tests" / "fixtures" / "report_curves"]) if r.method[0] == "pam"]
+    stats = {"star": {"a": stat(100, 40), "b": stat(100, 30)}, "subsets": {"a": stat(80, 4), "b": stat(80, 8)}}
+    text = grouping_finding(stats, {"star": pam, "subsets": pam[:1]})
+    # the fixtures' pam runs start 0.5 and 0.4 points above the teachers (see the group summary test)
+    assert text.startswith("star: matched cost CV 30-40% over seeds, its merged network starts -0.45 ± 0.07")
+    assert "subsets: matched cost CV 5-10% over seeds, its merged network starts -0.50 points" in text
 
 
 def test_trend_tells_a_monotone_change_from_noise() -> None:

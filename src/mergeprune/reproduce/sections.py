@@ -21,7 +21,7 @@ from mergeprune.reproduce.claims import (
     verdict,
 )
 from mergeprune.reproduce.presets import TOLERANCE, Preset
-from mergeprune.reproduce.readings import finding, group_summary
+from mergeprune.reproduce.readings import finding, group_summary, start_drop
 
 
 def admm_section(runs: list[rp.Run], checks: Checks, preset: Preset) -> list[rp.Block]:
@@ -121,6 +121,18 @@ def grouping_of(run: rp.Run) -> str:
     return str((run.data.get("merge") or {}).get("grouping", "?"))
 
 
+def grouping_finding(stats: dict[str, dict[str, rp.SeedStat]], runs: dict[str, list[rp.Run]]) -> str:
+    """What an unmet grouping check rests on: each grouping's seed CVs and start drop."""
+    parts = []
+    for g, per in stats.items():
+        cvs = [100 * st.cv for st in per.values() if st.cv is not None]
+        cv = f"CV {min(cvs):.0f}-{max(cvs):.0f}%" if cvs else "no CV"
+        drop = rp.fmt_stat((start_drop(r) for r in runs[g]), lambda x: f"{x:.2f}")
+        parts.append(f"{g}: matched cost {cv} over seeds, its merged network starts {drop} points below "
+                     "the teachers (validation, worst task)")
+    return "; ".join(parts) + "."
+
+
 def grouping_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> list[rp.Block]:
     """PAM's star grouping against one group per task subset at matched accuracy (mean ± std over
     seeds), their ratio with its spread, the check, the final networks' accuracy and the groups."""
@@ -148,12 +160,14 @@ def grouping_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> lis
                         (verdict(ok) if ok is not None or not known else "— (one seed: no spread to judge by)")
                         + (f" (cheaper beyond the spread on {', '.join(less)})" if less else ""),
                         hi.value if hi else None))
+    why = grouping_finding(stats, runs) if "not met" in checks[-1].verdict else None
     acc = [[g, str(len(rs))] + [rp.fmt_stat((rp.accuracy(r, t) for r in rs), rp.fmt_pct) for t in comp.tasks]
            for g, rs in runs.items()]
     groups = [b for g in groupings for b in group_blocks(replace(comp, runs=runs[g]), f", {g}")]
     return [rp.Text(f"{MATCHED_TEXT} Star n={len(runs['star'])}, subsets n={len(runs['subsets'])}. The "
                     "ratio's ± comes from both groupings' seed CVs; 'no more' allows a gap within it, "
                     "'less' needs one beyond it."),
-            rp.Table(["subset", "star (FLOPs)", "subsets (FLOPs)", "star / subsets"], rows),
+            rp.Table(["subset", "star (FLOPs)", "subsets (FLOPs)", "star / subsets"], rows)] + (
+            [rp.Text("Check not met, read from the runs:"), rp.Bullets([why])] if why else []) + [
             rp.Heading(4, "Final networks: test accuracy (%)"),
             rp.Table(["grouping", "n"] + [f"{t} (%)" for t in comp.tasks], acc)] + groups
