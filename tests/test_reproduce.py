@@ -201,6 +201,11 @@ def test_unmet_gain_is_explained_by_the_bound_of_the_dearest_task() -> None:
     assert text is not None and "at most 1.33x" in text and "(b)" in text and "1.07x" in text
     assert "a alone costs 150" in (finding(worst, mergers, ["a", "b"]) or "")
     assert finding(replace(worst, verdict="met"), mergers, ["a", "b"]) is None
+    starts = {"none": "0.00", "pam": "0.90 ± 0.17", "mtz": "0.29"}
+    assert (finding(worst, mergers, ["a", "b"], starts) or "").endswith(
+        "Before pruning, pam's merged network is 0.90 ± 0.17 points below the teachers (validation, "
+        "worst task; none 0.00, mtz 0.29).")
+    assert "Before pruning" not in (finding(too_high, mergers, ["a", "b"], starts) or "")  # a bound, not a start
 
 
 def sweep_of(tmp: Path, jobs: dict[str, tuple[str, list[str]]]) -> Path:

@@ -59,10 +59,22 @@ def gain_bound(none: dict[str, rp.SeedStat], tasks: list[str]) -> tuple[float, s
     return sum(single.values()) / single[dearest], dearest
 
 
-def finding(check: Check, mergers: dict[str, dict[str, rp.SeedStat]], tasks: list[str]) -> str | None:
-    """A sentence of measured numbers on why a check is not met (None when met or not applicable)."""
+def finding(check: Check, mergers: dict[str, dict[str, rp.SeedStat]], tasks: list[str],
+            starts: dict[str, str] | None = None) -> str | None:
+    """A sentence of measured numbers on why a check is not met (None when met or not applicable);
+    `starts` (merger -> its start drop, formatted) adds how far below the teachers pruning starts."""
     if "not met" not in check.verdict:
         return None
+    text = _finding(check, mergers, tasks)
+    if text is None or not starts or check.key not in ("worst_single", "mtz_pam") or "pam" not in starts:
+        return text
+    others = ", ".join(f"{m} {v}" for m, v in starts.items() if m != "pam")
+    return (f"{text} Before pruning, pam's merged network is {starts['pam']} points below the teachers "
+            f"(validation, worst task; {others}).")
+
+
+def _finding(check: Check, mergers: dict[str, dict[str, rp.SeedStat]], tasks: list[str]) -> str | None:
+    """The sentence of `finding` without the start drops."""
     full = "+".join(tasks)
     if check.key == "none_pam_all" and "none" in mergers:
         bound = gain_bound(mergers["none"], tasks)
@@ -81,9 +93,9 @@ def finding(check: Check, mergers: dict[str, dict[str, rp.SeedStat]], tasks: lis
         if pam_t is None or none_t is None or pam_t.mean is None or none_t.mean is None:
             return None
         return (f"{check.family}: pam's {task} alone costs {rp.fmt_count(pam_t.mean)} at matched "
-                f"accuracy against {rp.fmt_count(none_t.mean)} for its individually pruned teacher: the "
-                f"part of pam's network that {task} runs (its own group and every group it shares) is "
-                "pruned to serve the other tasks too; the group sizes below show how much of it is shared.")
+                f"accuracy against {rp.fmt_count(none_t.mean)} for its individually pruned teacher (the "
+                f"part of pam's network that {task} runs is its own group and every group it shares; the "
+                "group sizes below show how much of it is shared).")
     if check.key == "mtz_pam" and "mtz" in mergers:
         mtz, pam = mergers["mtz"][full], mergers["pam"][full]
         if mtz.mean is None or pam.mean is None:

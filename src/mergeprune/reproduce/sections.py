@@ -13,6 +13,7 @@ from mergeprune.report.tables import evidence_table, groups_table
 from mergeprune.reproduce.claims import (
     Check,
     Checks,
+    family_name,
     family_stats,
     matched_ratio,
     pair_ratios,
@@ -73,7 +74,9 @@ def mergers_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> list
                    rp.Text(RATIO_TEXT), ratio_table(pair_ratios(mergers, subsets), subsets, preset.paper)]
         mine = pam_checks(preset.name, family, mergers, list(comp.tasks), preset.paper)
         checks += mine
-        why = [f for c in mine if (f := finding(c, mergers, list(comp.tasks)))]
+        starts = {m[0]: rp.fmt_stat((start_drop(r) for r in rs), lambda x: f"{x:.2f}")
+                  for m, rs in comp.methods().items() if family_name(m[1], m[2]) == family}
+        why = [f for c in mine if (f := finding(c, mergers, list(comp.tasks), starts))]
         blocks += [rp.Text("Checks not met, read from the runs:"), rp.Bullets(why)] if why else []
     return blocks + [rp.Heading(4, "Final networks: test accuracy (%)"), rp.accuracy_table(comp, TOLERANCE),
                      rp.Heading(4, "Final networks: cost of every task subset (FLOPs, mean ± std, all "
