@@ -127,6 +127,9 @@ def test_variant_is_set_beside_its_base_and_takes_pams_place_in_its_checks(tmp_p
     assert len(pam) == 2 and pam[0].split("|")[2:] == pam[1].split("|")[2:]  # same runs, same costs
     assert "| mtz (base) |" in text and "| none (base) |" in text
     assert "0.90x" in row_of(text, "mtz / pam, best and worst subset") and "not met" in text
+    paired = row_of(text, "| lo+hi |", "(n=2)")  # same seed, same runs: every ratio of pam / pam is 1
+    assert paired.split("|")[2].strip() == "1.00x ± 0.00 (n=2): 1.00, 1.00"
+    assert "mtz (base) / pam (v)" in text and "none (base) / pam (v)" in text
 
 
 def test_drop_audit_is_read_in_points_below_the_teacher(tmp_path: Path) -> None:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from mergeprune import report as rp
 from mergeprune.report.matched_tables import fmt_matched
-from mergeprune.reproduce.claims import family_stats, pam_checks
+from mergeprune.reproduce.claims import family_name, family_stats, pam_checks
 from mergeprune.reproduce.presets import Preset
 from mergeprune.reproduce.sections import MATCHED_TEXT, group_blocks
+from mergeprune.reproduce.sweeps import fmt_gains, seed_gains
 
 DROP_FILES = "pam_drops_seed*.json"
 
@@ -51,8 +52,33 @@ def variant_section(runs: list[rp.Run], preset: Preset, root: Path) -> list[rp.B
                 rp.Table(["claim", "ours", "target", "verdict"],
                          [[c.claim, c.ours, c.target, c.verdict] for c in checks])
                 if checks else rp.Text(f"{preset.base} has no runs to set the variant against yet.")]
+            blocks += paired_blocks(comp, base, family, preset)
         blocks += group_blocks(comp)
     return blocks
+
+
+def family_runs(comp: rp.Comparison | None, family: str) -> dict[str, list[rp.Run]]:
+    """Finished runs of one pruner family by merger."""
+    methods = comp.methods().items() if comp else []
+    return {m[0]: rs for m, rs in methods if family_name(m[1], m[2]) == family}
+
+
+def paired_blocks(comp: rp.Comparison, base: rp.Comparison | None, family: str, preset: Preset) -> list[rp.Block]:
+    """Per subset, matched-cost ratios of the same seed (same teachers): base pam / variant, mtz / variant."""
+    mine, theirs = family_runs(comp, family), family_runs(base, family)
+    pairs = [(f"{m} ({preset.base}) / {v} ({preset.name})", theirs[m], rs)
+             for v, rs in mine.items() for m in ("pam", "mtz", "none") if m in theirs]
+    if not pairs:
+        return []
+    rows = []
+    for s in rp.subset_order(comp.tasks):
+        rows.append([s] + [fmt_gains(g) + (f": {', '.join(f'{x:.2f}' for x in g)}" if len(g) > 1 else "")
+                           for _, a, b in pairs for g in [seed_gains(a, b, s)]])
+    return [rp.Heading(4, "Same seed, same teachers: matched-cost ratios per seed"),
+            rp.Text("Each seed's ratio of matched costs (both runs use that seed's teachers and MI batch), "
+                    "mean ± std over the seeds both reached, then the ratio of each seed in order. Pairing "
+                    "removes the spread that comes from the teachers."),
+            rp.Table(["subset"] + [name for name, _, _ in pairs], rows)]
 
 
 def beats_random(pam: list[float], rnd: list[float]) -> bool:
