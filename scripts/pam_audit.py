@@ -17,7 +17,10 @@ import copy
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 
@@ -29,15 +32,22 @@ log = logging.getLogger("pam_audit")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def audit(overrides: list[str]) -> dict:
-    """The merge report, subset costs and accuracies of PAM on the job the overrides describe."""
+@contextmanager
+def pam_job(overrides: list[str], name: str) -> Iterator[tuple[Any, dict[str, Any], list[str], list[Any]]]:
+    """The job the overrides describe (merger=pam), its teachers (trained or cached), task names, and a
+    copy of each teacher's network to merge; the job folder is temporary."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["merger=pam", "logger=none", *overrides])
     with tempfile.TemporaryDirectory() as tmp:
-        job = prepare(cfg, Path(tmp), "pam_audit", "audit")
+        job = prepare(cfg, Path(tmp), name, "audit")
         teachers = run_teachers(job)
         names = [t.name for t in job.tasks]
-        nets = [copy.deepcopy(teachers[t].net) for t in names]
+        yield job, teachers, names, [copy.deepcopy(teachers[t].net) for t in names]
+
+
+def audit(overrides: list[str]) -> dict:
+    """The merge report, subset costs and accuracies of PAM on the job the overrides describe."""
+    with pam_job(overrides, "pam_audit") as (job, teachers, names, nets):
         net, report = job.components["merger"](nets, job.context)
         accuracy = job.context.accuracy(net, "test")
     costs = {k: v["flops"] for k, v in all_costs(net).items()}

@@ -17,24 +17,22 @@ less than the null. It also counts the neurons constant on PAM's batch that vary
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import statistics
-import tempfile
+import sys
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from mergeprune.merger.mi import varying
 from mergeprune.merger.pam import PamMerger, PamPlan, teacher_activations
 from mergeprune.merger.pam_groups import kept_sources
-from mergeprune.pipeline import prepare
-from mergeprune.stages.runners import run_teachers
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pam_audit import pam_job  # noqa: E402  (the sibling script: same job, teachers and copies)
 
 log = logging.getLogger("pam_drop_audit")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def drop_only(plan: PamPlan, layer: int, dropped: torch.Tensor, full: int) -> PamPlan:
@@ -57,13 +55,7 @@ def random_drop(pam_dropped: torch.Tensor, live: torch.Tensor, gen: torch.Genera
 
 def audit(overrides: list[str], draws: int) -> dict:
     """Per hidden layer: neurons PAM drops, val accuracy after PAM's drop and after random drops."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["merger=pam", "logger=none", *overrides])
-    with tempfile.TemporaryDirectory() as tmp:
-        job = prepare(cfg, Path(tmp), "pam_drop_audit", "audit")
-        teachers = run_teachers(job)
-        names = [t.name for t in job.tasks]
-        nets = [copy.deepcopy(teachers[t].net) for t in names]
+    with pam_job(overrides, "pam_drop_audit") as (job, teachers, names, nets):
         merger: PamMerger = job.components["merger"]
         ctx = job.context
         plan = merger.plan(nets, ctx)
