@@ -211,6 +211,22 @@ def test_unmet_gain_is_explained_by_the_bound_of_the_dearest_task() -> None:
     assert "Before pruning" not in (finding(too_high, mergers, ["a", "b"], starts) or "")  # a bound, not a start
 
 
+def test_five_tasks_are_held_to_the_five_task_target_only() -> None:
+    # the issue sets worst-single and mtz / pam targets for the two-task presets, >= 3x for five tasks
+    tasks = ["a", "b", "c", "d", "e"]
+    subsets = rp.subset_order(tuple(tasks))
+    mergers = {"none": {s: stat(100 * (s.count("+") + 1), 5) for s in subsets},
+               "pam": {s: stat(160, 5) for s in subsets}, "mtz": {s: stat(150, 5) for s in subsets}}
+    checks = {c.key: c for c in pam_checks("p", "taylor/neurons", mergers, tasks, {})}
+    assert checks["none_pam_all"].target == ">= 3x" and checks["none_pam_all"].verdict == "met"
+    assert checks["worst_single"].value == pytest.approx(1.6)
+    assert checks["worst_single"].target == "—" and checks["worst_single"].verdict == "—"
+    assert checks["mtz_pam"].target == "—" and checks["mtz_pam"].verdict == "—"
+    two = {c.key: c for c in pam_checks("p", "taylor/neurons", {m: {s: v[s] for s in ("a", "b", "a+b")}
+                                                                for m, v in mergers.items()}, ["a", "b"], {})}
+    assert two["worst_single"].verdict.startswith("**not met**") and two["mtz_pam"].target == ">= 1.3x / >= 1.0x"
+
+
 def sweep_of(tmp: Path, jobs: dict[str, tuple[str, list[str]]]) -> Path:
     """A sweep folder: job name -> (curve fixture, Hydra overrides)."""
     for name, (fixture, overrides) in jobs.items():
