@@ -31,6 +31,7 @@ from mergeprune.reproduce.readings import finding
 from mergeprune.reproduce.sections import grouping_finding
 from mergeprune.reproduce.sweeps import (
     alpha_section,
+    both_share,
     gain_answer,
     relatedness_section,
     trend_sentence,
@@ -245,6 +246,16 @@ def test_relatedness_gain_is_read_per_seed_from_the_overrides(tmp_path: Path) ->
     mean, std = sum(gains) / 2, math.sqrt(sum((g - sum(gains) / 2) ** 2 for g in gains))
     assert "| 0 | " in text and f"{mean:.2f}x ± {std:.2f} (n=2)" in row_of(text, "| 5 |")
     assert "no trend can be claimed" in text  # the same runs at both steps
+    assert "the FLOPs both tasks compute are 0% ± 0% of lo+hi at step 0" in text  # the pam fixtures share nothing
+
+
+def test_share_both_tasks_compute_is_read_at_matched_accuracy() -> None:
+    runs = {(r.method[0], r.seed): r for r in gather([ROOT / "tests" / "fixtures" / "report_curves"])}
+    # no merging shares nothing: lo 600 + hi 900 - lo+hi 1500 = 0
+    assert both_share(runs[("none", 0)]) == 0.0
+    # mtz seed 0 at matched accuracy: lo 600, hi 600, lo+hi 800, so 400 of 800 FLOPs serve both
+    assert both_share(runs[("mtz", 0)]) == pytest.approx(0.5)
+    assert both_share(runs[("mtz", 2)]) is None  # lo never within the tolerance
 
 
 def test_alpha_section_groups_runs_by_their_thresholds(tmp_path: Path) -> None:

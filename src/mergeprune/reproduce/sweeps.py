@@ -78,12 +78,17 @@ def alpha_section(runs: list[rp.Run]) -> list[rp.Block]:
 
 def neuron_cells(rs: list[rp.Run]) -> list[str]:
     """Shared and exclusive neurons after merging (summed over layers), and runs within the tolerance."""
-    full = "+".join(rs[0].tasks)
-    merged = [(r.data.get("groups_merged") or {}).values() for r in rs]
-    shared = [sum(v.get(full, 0) for v in m) for m in merged]
-    excl = [sum(n for v in m for k, n in v.items() if "+" not in k) for m in merged]
-    return [rp.fmt_stat(shared, rp.fmt_count), rp.fmt_stat(excl, rp.fmt_count),
+    shared, excl = zip(*(merged_counts(r) for r in rs), strict=True)
+    return [rp.fmt_stat(list(shared), rp.fmt_count), rp.fmt_stat(list(excl), rp.fmt_count),
             f"{sum(rp.tolerance_reason(r, TOLERANCE) is None for r in rs)}/{len(rs)}"]
+
+
+def merged_counts(run: rp.Run) -> tuple[int, int]:
+    """Neurons shared by all tasks and neurons exclusive to one task right after merging (all layers)."""
+    full = "+".join(run.tasks)
+    layers = (run.data.get("groups_merged") or {}).values()
+    return (sum(v.get(full, 0) for v in layers),
+            sum(n for v in layers for k, n in v.items() if "+" not in k))
 
 
 def seed_gains(none: list[rp.Run], pam: list[rp.Run], subset: str) -> list[float]:
@@ -122,20 +127,56 @@ def relatedness_section(runs: list[rp.Run]) -> list[rp.Block]:
     if not groups:
         return []
     subsets = rp.subset_order(tuple(next(iter(groups.values()))[0].tasks))
-    full, rows, gains = subsets[-1], [], {}
+    full, rows, gains, shares, exclusive = subsets[-1], [], {}, {}, {}
     for (step,), rs in groups.items():
         none, pam = [r for r in rs if r.method[0] == "none"], [r for r in rs if r.method[0] == "pam"]
         per = {s: seed_gains(none, pam, s) for s in subsets}
         gains[step] = per[full]
+        shares[step] = [x for x in (both_share(r) for r in pam) if x is not None]
+        exclusive[step] = [merged_counts(r)[1] for r in pam]
         rows.append([f"{step:g}"] + [fmt_gains(per[s]) for s in subsets]
-                    + [fmt_matched(rp.matched_stat(pam, full, TOLERANCE, "flops")), f"{len(none)}/{len(pam)}"])
+                    + [fmt_matched(rp.matched_stat(pam, full, TOLERANCE, "flops")),
+                       rp.fmt_stat(exclusive[step], rp.fmt_count), rp.fmt_stat(shares[step], fmt_share),
+                       f"{len(none)}/{len(pam)}"])
     return [rp.Text("Step k: task b has k of task a's five digits swapped for others (0 = identical "
                     "tasks, 5 = disjoint digits). Gain: none / pam matched cost (FLOPs) of each seed "
                     "(both use that seed's teachers), mean ± std over seeds."),
-            rp.Table(["step"] + [f"none / pam, {s}" for s in subsets] + [f"pam matched FLOPs, {full}",
-                                                                           "runs none/pam"], rows),
+            rp.Table(["step"] + [f"none / pam, {s}" for s in subsets]
+                     + [f"pam matched FLOPs, {full}", "pam exclusive neurons after merging",
+                        f"pam FLOPs both tasks use, share of {full}", "runs none/pam"], rows),
             rp.Heading(4, "How does PAM's gain change with relatedness?"),
-            rp.Text(gain_answer(gains, full))]
+            rp.Text(gain_answer(gains, full)), rp.Text(share_answer(exclusive, shares, full))]
+
+
+def both_share(run: rp.Run) -> float | None:
+    """Share of a two-task run's all-tasks FLOPs at matched accuracy that both tasks compute:
+    (cost(a) + cost(b) - cost(a+b)) / cost(a+b); None for other task counts or when not reached."""
+    if len(run.tasks) != 2:
+        return None
+    costs = [rp.matched(run, s, TOLERANCE) for s in (*run.tasks, "+".join(run.tasks))]
+    if any(m is None for m in costs):
+        return None
+    a, b, both = (m.cost for m in costs)
+    return (a + b - both) / both if both else None
+
+
+def fmt_share(x: float) -> str:
+    """A share in percent, no decimals."""
+    return f"{100 * x:.0f}%"
+
+
+def share_answer(exclusive: dict[float, list[float]], shares: dict[float, list[float]], subset: str) -> str:
+    """Where the gain comes from: what PAM's regrouping separates at each end of the sweep, and how
+    much of the pruned network both tasks still compute."""
+    steps = sorted(k for k in shares if shares[k])
+    if not steps:
+        return "No PAM run reached matched accuracy on every subset, so its sharing cannot be read."
+    first, last = steps[0], steps[-1]
+    return (f"PAM's regrouping separates {rp.fmt_stat(exclusive[first], rp.fmt_count)} exclusive neurons at "
+            f"step {first:g} and {rp.fmt_stat(exclusive[last], rp.fmt_count)} at step {last:g}; at matched "
+            f"accuracy the FLOPs both tasks compute are {rp.fmt_stat(shares[first], fmt_share)} of {subset} "
+            f"at step {first:g} and {rp.fmt_stat(shares[last], fmt_share)} at step {last:g} (100%: the two "
+            "tasks compute one network; 0%: two disjoint ones).")
 
 
 def gain_answer(gains: dict[float, list[float]], subset: str) -> str:
