@@ -33,6 +33,7 @@ from mergeprune.reproduce.sweeps import (
     alpha_section,
     both_share,
     gain_answer,
+    live_at_matched,
     relatedness_section,
     trend_sentence,
 )
@@ -258,12 +259,23 @@ def test_share_both_tasks_compute_is_read_at_matched_accuracy() -> None:
     assert both_share(runs[("mtz", 2)]) is None  # lo never within the tolerance
 
 
+def test_live_neurons_are_read_at_the_matched_point() -> None:
+    runs = {(r.method[0], r.seed): r for r in gather([ROOT / "tests" / "fixtures" / "report_curves"])}
+    # pam seed 0: step 2 is the cheapest within 1 point (val lo 97.5 / hi 96.2 against the reference
+    # 98.0 / 97.0); step 3 drops lo to 96.0; the point of step 2 has 16 conv1 and 220 fc1 neurons
+    assert rp.matched(runs[("pam", 0)], "lo+hi", 1.0).steps == {"lo+hi": 2}
+    assert live_at_matched(runs[("pam", 0)], "lo+hi") == {"conv1": 16, "fc1": 220}
+    assert live_at_matched(runs[("mtz", 2)], "lo+hi") is None  # never within the tolerance
+    assert live_at_matched(runs[("none", 0)], "lo+hi") is None  # two teachers' trajectories
+
+
 def test_alpha_section_groups_runs_by_their_thresholds(tmp_path: Path) -> None:
     jobs = {f"pam_{seed}_{a}": (f"pam_{seed}", [f"merger.alpha_conv={a}", "merger.alpha_fc=0.1", f"seed={seed}"])
             for seed in (0, 1) for a in ("0.0", "0.3")}
     text = rp.to_markdown(alpha_section(gather([sweep_of(tmp_path, jobs)])), tmp_path)
     assert "| 0 | 0.1 | 2 |" in text and "| 0.3 | 0.1 | 2 |" in text and "1k ± 141 (CV 14%)" in text
     assert "at alpha_fc 0.1, alpha_conv 0 → 0.3: lo+hi costs" in text and "constant in the mean" in text
+    assert "live conv1·fc1 at matched accuracy, per seed" in text and "16·220, 16·220" in text
 
 
 def test_archive_keeps_the_result_files_and_restores_them(tmp_path: Path) -> None:

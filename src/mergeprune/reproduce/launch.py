@@ -73,12 +73,14 @@ def machine() -> dict[str, Any]:
 
 
 def git_commit() -> str:
-    """The commit of the code that runs (short), '+dirty' when its tree has changes; 'unknown' outside git."""
+    """The commit of the code that runs (short), '+dirty' when the package or the configs have changes
+    (a regenerated page or archive does not count); 'unknown' outside git."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=CODE_DIR, capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=CODE_DIR,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", str(SRC),
+                                str(SRC.parent / "conf")], cwd=CODE_DIR, capture_output=True, text=True,
+                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")

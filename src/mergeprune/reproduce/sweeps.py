@@ -60,7 +60,7 @@ def alpha_section(runs: list[rp.Run]) -> list[rp.Block]:
     groups = by_setting(ok, ["merger.alpha_conv", "merger.alpha_fc"])
     stats = {k: {s: rp.matched_stat(rs, s, TOLERANCE, "flops") for s in subsets} for k, rs in groups.items()}
     rows = [[f"{k[0]:g}", f"{k[1]:g}", str(len(rs))] + [fmt_matched(stats[k][s]) for s in subsets]
-            + neuron_cells(rs) for k, rs in groups.items()]
+            + neuron_cells(rs) + [fmt_live(rs, full)] for k, rs in groups.items()]
     answers = []
     for axis, other in ((0, 1), (1, 0)):
         names = ("alpha_conv", "alpha_fc")
@@ -70,9 +70,11 @@ def alpha_section(runs: list[rp.Run]) -> list[rp.Block]:
                 answers.append(f"at {names[other]} {fixed:g}, " + trend_sentence(
                     names[axis], [k[axis] for k in line], [stats[k][full] for k in line], full))
     return [rp.Text("Matched cost (FLOPs) per setting, mean ± std (CV) over seeds; a step counts as "
-                    "larger than the seed spread when the means differ by more than either std."),
+                    "larger than the seed spread when the means differ by more than either std. The last "
+                    "column shows what sets each seed's matched cost: its live neurons per layer there."),
             rp.Table(["alpha_conv", "alpha_fc", "n"] + subsets
-                     + ["shared neurons after merging", "exclusive neurons", "final within tolerance"], rows),
+                     + ["shared neurons after merging", "exclusive neurons", "final within tolerance",
+                        live_header(ok, full)], rows),
             rp.Heading(4, "Does the cost change monotonically with alpha?"), rp.Bullets(answers)]
 
 
@@ -81,6 +83,33 @@ def neuron_cells(rs: list[rp.Run]) -> list[str]:
     shared, excl = zip(*(merged_counts(r) for r in rs), strict=True)
     return [rp.fmt_stat(list(shared), rp.fmt_count), rp.fmt_stat(list(excl), rp.fmt_count),
             f"{sum(rp.tolerance_reason(r, TOLERANCE) is None for r in rs)}/{len(rs)}"]
+
+
+def live_at_matched(run: rp.Run, subset: str) -> dict[str, int] | None:
+    """Live neurons per layer at the run's matched-accuracy point of a subset (None when not reached
+    or when the subset's matched cost adds up several trajectories, as no merging's does)."""
+    m = rp.matched(run, subset, TOLERANCE)
+    if m is None or len(m.steps) != 1:
+        return None
+    (part, step), = m.steps.items()
+    points = (run.data.get("trajectory") or {}).get(part) or []
+    live = next((p.get("live") for p in points if p.get("step") == step), None)
+    return dict(live) if isinstance(live, dict) else None
+
+
+def fmt_live(runs: list[rp.Run], subset: str) -> str:
+    """Each seed's live neurons per layer at its matched point, '2·2·20' in layer order ('—' if unknown)."""
+    cells = []
+    for r in sorted(runs, key=lambda r: r.seed if r.seed is not None else -1):
+        live = live_at_matched(r, subset)
+        cells.append("·".join(str(n) for n in live.values()) if live else "—")
+    return ", ".join(cells) or "—"
+
+
+def live_header(runs: list[rp.Run], subset: str) -> str:
+    """The live column's header, naming the layers in order."""
+    live = next((x for x in (live_at_matched(r, subset) for r in runs) if x), None)
+    return f"live {'·'.join(live) if live else 'neurons'} at matched accuracy, per seed"
 
 
 def merged_counts(run: rp.Run) -> tuple[int, int]:
@@ -137,13 +166,14 @@ def relatedness_section(runs: list[rp.Run]) -> list[rp.Block]:
         rows.append([f"{step:g}"] + [fmt_gains(per[s]) for s in subsets]
                     + [fmt_matched(rp.matched_stat(pam, full, TOLERANCE, "flops")),
                        rp.fmt_stat(exclusive[step], rp.fmt_count), rp.fmt_stat(shares[step], fmt_share),
-                       f"{len(none)}/{len(pam)}"])
+                       fmt_live(pam, full), f"{len(none)}/{len(pam)}"])
     return [rp.Text("Step k: task b has k of task a's five digits swapped for others (0 = identical "
                     "tasks, 5 = disjoint digits). Gain: none / pam matched cost (FLOPs) of each seed "
                     "(both use that seed's teachers), mean ± std over seeds."),
             rp.Table(["step"] + [f"none / pam, {s}" for s in subsets]
                      + [f"pam matched FLOPs, {full}", "pam exclusive neurons after merging",
-                        f"pam FLOPs both tasks use, share of {full}", "runs none/pam"], rows),
+                        f"pam FLOPs both tasks use, share of {full}",
+                        "pam " + live_header([r for r in runs if r.method[0] == "pam"], full), "runs none/pam"], rows),
             rp.Heading(4, "How does PAM's gain change with relatedness?"),
             rp.Text(gain_answer(gains, full)), rp.Text(share_answer(exclusive, shares, full))]
 
