@@ -74,7 +74,7 @@ def alpha_section(runs: list[rp.Run]) -> list[rp.Block]:
                     "column shows what sets each seed's matched cost: its live neurons per layer there."),
             rp.Table(["alpha_conv", "alpha_fc", "n"] + subsets
                      + ["shared neurons after merging", "exclusive neurons", "final within tolerance",
-                        live_header(ok, full)], rows),
+                        live_header(ok)], rows),
             rp.Heading(4, "Does the cost change monotonically with alpha?"), rp.Bullets(answers)]
 
 
@@ -106,9 +106,10 @@ def fmt_live(runs: list[rp.Run], subset: str) -> str:
     return ", ".join(cells) or "—"
 
 
-def live_header(runs: list[rp.Run], subset: str) -> str:
-    """The live column's header, naming the layers in order."""
-    live = next((x for x in (live_at_matched(r, subset) for r in runs) if x), None)
+def live_header(runs: list[rp.Run]) -> str:
+    """The live column's header, naming the layers in the order the trajectory points list them."""
+    points = (p for r in runs for part in (r.data.get("trajectory") or {}).values() for p in part)
+    live = next((p["live"] for p in points if isinstance(p.get("live"), dict)), None)
     return f"live {'·'.join(live) if live else 'neurons'} at matched accuracy, per seed"
 
 
@@ -173,7 +174,7 @@ def relatedness_section(runs: list[rp.Run]) -> list[rp.Block]:
             rp.Table(["step"] + [f"none / pam, {s}" for s in subsets]
                      + [f"pam matched FLOPs, {full}", "pam exclusive neurons after merging",
                         f"pam FLOPs both tasks use, share of {full}",
-                        "pam " + live_header([r for r in runs if r.method[0] == "pam"], full), "runs none/pam"], rows),
+                        "pam " + live_header(runs), "runs none/pam"], rows),
             rp.Heading(4, "How does PAM's gain change with relatedness?"),
             rp.Text(gain_answer(gains, full)), rp.Text(share_answer(exclusive, shares, full))]
 
