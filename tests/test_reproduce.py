@@ -94,6 +94,14 @@ def test_checks_read_the_costs_at_matched_accuracy(curves_page: str) -> None:
     assert "1.6k ± 141 (CV 9%)" in row_of(curves_page, "| none/taylor/neurons |", "CV")
 
 
+def test_each_seeds_matched_cost_is_listed_with_its_live_neurons(curves_page: str) -> None:
+    # the same points as above, per seed: pam 900 (step 2: 16 conv1, 220 fc1) and 1100; mtz 800 and
+    # 1000, seed 2 never within the tolerance; none adds two teachers' points, so no live count
+    assert "| 900, 1.1k | 16·220, " in row_of(curves_page, "| pam/taylor/neurons | 0, 1 |")
+    assert "| 800, 1k, — |" in row_of(curves_page, "| mtz/taylor/neurons | 0, 1, 2 |")
+    assert "| 1.5k, 1.7k | —, — |" in row_of(curves_page, "| none/taylor/neurons | 0, 1 |")
+
+
 def test_page_shows_first_pass_beside_this_pass(curves_page: str) -> None:
     row = row_of(curves_page, "| pam_split2 |", "none / pam, all tasks", "| 1.85x |")
     assert "1.60x" in row and "| 1.16 |" in row and "4abc5e0" in row  # 1.85 / 1.60

@@ -23,6 +23,7 @@ from mergeprune.reproduce.claims import (
 )
 from mergeprune.reproduce.presets import TOLERANCE, Preset
 from mergeprune.reproduce.readings import finding, group_summary, start_drop
+from mergeprune.reproduce.sweeps import fmt_live, live_header
 
 
 def admm_section(runs: list[rp.Run], checks: Checks, preset: Preset) -> list[rp.Block]:
@@ -69,6 +70,9 @@ def mergers_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> list
         rp.Heading(4, "Cost at matched accuracy (FLOPs, mean ± std (CV) over seeds)"),
         rp.Text(MATCHED_TEXT),
         table if table is not None else rp.Text("No run records a pruning trajectory.")]
+    if table is not None:
+        blocks += [rp.Heading(4, "Each seed's matched cost of all tasks, and what is live there"),
+                   seed_table(comp)]
     for family, mergers in family_stats(comp).items():
         blocks += [rp.Heading(4, f"Headline ratios at matched accuracy, pruner {family}"),
                    rp.Text(RATIO_TEXT), ratio_table(pair_ratios(mergers, subsets), subsets, preset.paper)]
@@ -81,6 +85,19 @@ def mergers_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> list
     return blocks + [rp.Heading(4, "Final networks: test accuracy (%)"), rp.accuracy_table(comp, TOLERANCE),
                      rp.Heading(4, "Final networks: cost of every task subset (FLOPs, mean ± std, all "
                                    "finished runs)"), subset_cost_table(comp)] + group_blocks(comp)
+
+
+def seed_table(comp: rp.Comparison) -> rp.Table:
+    """Per method, each seed's matched cost of all tasks and its live neurons per layer at that point."""
+    every = "+".join(comp.tasks)
+    rows = []
+    for method, runs in comp.methods().items():
+        ordered = sorted(runs, key=lambda r: r.seed if r.seed is not None else -1)
+        costs = [m.cost if (m := rp.matched(r, every, TOLERANCE)) else None for r in ordered]
+        rows.append([rp.method_label(method), ", ".join(str(r.seed) for r in ordered),
+                     ", ".join("—" if c is None else rp.fmt_count(c) for c in costs),
+                     fmt_live(ordered, every)])
+    return rp.Table(["method", "seeds", f"{every} (FLOPs)", live_header(comp.runs)], rows)
 
 
 MATCHED_TEXT = (f"Per run and task subset, the cheapest point of its pruning trajectory whose validation "
