@@ -27,7 +27,7 @@ from mergeprune.reproduce import PRESETS, write_page
 from mergeprune.reproduce.archive import archive_sweep, restore_sweep
 from mergeprune.reproduce.claims import matched_ratio, pam_checks
 from mergeprune.reproduce.presets import Preset, preset_of
-from mergeprune.reproduce.readings import finding
+from mergeprune.reproduce.readings import climb_sentence, finding, first_rungs
 from mergeprune.reproduce.sections import grouping_finding
 from mergeprune.reproduce.sweeps import (
     alpha_section,
@@ -173,6 +173,26 @@ def test_unmet_grouping_check_names_each_groupings_spread_and_start() -> None:
     # the fixtures' pam runs start 0.5 and 0.4 points above the teachers (see the group summary test)
     assert text.startswith("star: matched cost CV 30-40% over seeds, its merged network starts -0.45 ± 0.07")
     assert "subsets: matched cost CV 5-10% over seeds, its merged network starts -0.50 points" in text
+
+
+def search_run(seed: int, firsts: dict[str, bool]) -> rp.Run:
+    """A finished run whose ADMM searches ('' = the merged network, else a teacher) accepted or
+    rejected their first rung as given."""
+    report = {part: {"search": {"tried": [{"scale": 1.0, "accepted": ok}, {"scale": 0.7, "accepted": True}]}}
+              for part, ok in firsts.items()}
+    data = {"experiment": {"seed": seed}, "pruning": report.get("", report)}
+    return rp.Run(Path(f"s{seed}"), f"s{seed}", "ok", data)
+
+
+def test_searches_that_climbed_from_a_rejected_first_rung_are_named() -> None:
+    pam, concat = search_run(0, {"": False}), search_run(0, {"": True})
+    none = search_run(0, {"lo": True, "hi": False})
+    assert first_rungs(pam) == {"": False} and first_rungs(none) == {"lo": True, "hi": False}
+    assert first_rungs(rp.Run(Path("t"), "t", "ok", {"pruning": {"layers": {}}})) == {}  # no search (taylor)
+    text = climb_sentence("admm_neurons/neurons", {"none": [none], "concat": [concat], "pam": [pam]})
+    assert "rejected its first rung (s = 1) on none seed 0 (hi), pam seed 0 and climbed" in text
+    assert "on none seed 0 (lo), concat seed 0 the ladder went down" in text
+    assert climb_sentence("admm_neurons/neurons", {"concat": [concat]}) is None
 
 
 def test_trend_tells_a_monotone_change_from_noise() -> None:

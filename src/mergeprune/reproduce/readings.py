@@ -104,3 +104,31 @@ def _finding(check: Check, mergers: dict[str, dict[str, rp.SeedStat]], tasks: li
                 f"{rp.fmt_count(pam.mean)} at matched accuracy; the group sizes below compare how much "
                 "of each merged network all tasks share before and after pruning.")
     return None
+
+
+def first_rungs(run: rp.Run) -> dict[str, bool]:
+    """Per ADMM search of the run ('' for the merged network, the task for no merging's teachers):
+    whether its first rung (s = 1) was accepted."""
+    pruning = run.data.get("pruning") or {}
+    parts = {"": pruning} if "search" in pruning else {k: v for k, v in pruning.items() if isinstance(v, dict)}
+    out = {}
+    for part, report in parts.items():
+        tried = (report.get("search") or {}).get("tried") or []
+        if tried:
+            out[part] = bool(tried[0].get("accepted"))
+    return out
+
+
+def climb_sentence(family: str, runs: dict[str, list[rp.Run]]) -> str | None:
+    """Which ADMM searches rejected their first rung and so only climbed to larger budgets (None if none did)."""
+    up, down = [], []
+    for merger, rs in runs.items():
+        for r in sorted(rs, key=lambda r: r.seed if r.seed is not None else -1):
+            for part, ok in first_rungs(r).items():
+                (down if ok else up).append(f"{merger} seed {r.seed}" + (f" ({part})" if part else ""))
+    if not up:
+        return None
+    return (f"{family}: the search rejected its first rung (s = 1) on {', '.join(up)} and climbed, so it "
+            "never tried a smaller budget there" + (f"; on {', '.join(down)} the ladder went down from s = 1"
+                                                    if down else "")
+            + " (docs/methods.md, 'What the search does to a merged network').")

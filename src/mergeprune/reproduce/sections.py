@@ -22,7 +22,7 @@ from mergeprune.reproduce.claims import (
     verdict,
 )
 from mergeprune.reproduce.presets import TOLERANCE, Preset
-from mergeprune.reproduce.readings import finding, group_summary, start_drop
+from mergeprune.reproduce.readings import climb_sentence, finding, group_summary, start_drop
 from mergeprune.reproduce.sweeps import fmt_live, live_header
 
 
@@ -81,6 +81,8 @@ def mergers_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> list
         starts = {m[0]: rp.fmt_stat((start_drop(r) for r in rs), lambda x: f"{x:.2f}")
                   for m, rs in comp.methods().items() if family_name(m[1], m[2]) == family}
         why = [f for c in mine if (f := finding(c, mergers, list(comp.tasks), starts))]
+        family_runs = {m[0]: rs for m, rs in comp.methods().items() if family_name(m[1], m[2]) == family}
+        why += [climb] if why and (climb := climb_sentence(family, family_runs)) else []
         blocks += [rp.Text("Checks not met, read from the runs:"), rp.Bullets(why)] if why else []
     return blocks + [rp.Heading(4, "Final networks: test accuracy (%)"), rp.accuracy_table(comp, TOLERANCE),
                      rp.Heading(4, "Final networks: cost of every task subset (FLOPs, mean ± std, all "
