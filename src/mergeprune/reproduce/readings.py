@@ -9,6 +9,7 @@ from __future__ import annotations
 from mergeprune import report as rp
 from mergeprune.report.curves import reference, trajectory
 from mergeprune.reproduce.claims import Check, matched_ratio
+from mergeprune.reproduce.sweeps import by_seed
 
 Groups = dict[str, dict[str, int]]  # layer -> task subset -> neurons
 
@@ -123,7 +124,7 @@ def climb_sentence(family: str, runs: dict[str, list[rp.Run]]) -> str | None:
     """Which ADMM searches rejected their first rung and so only climbed to larger budgets (None if none did)."""
     up, down = [], []
     for merger, rs in runs.items():
-        for r in sorted(rs, key=lambda r: r.seed if r.seed is not None else -1):
+        for r in by_seed(rs):
             for part, ok in first_rungs(r).items():
                 (down if ok else up).append(f"{merger} seed {r.seed}" + (f" ({part})" if part else ""))
     if not up:

@@ -23,7 +23,7 @@ from mergeprune.reproduce.claims import (
 )
 from mergeprune.reproduce.presets import TOLERANCE, Preset
 from mergeprune.reproduce.readings import climb_sentence, finding, group_summary, start_drop
-from mergeprune.reproduce.sweeps import fmt_live, live_header
+from mergeprune.reproduce.sweeps import by_seed, fmt_live, live_header
 
 
 def admm_section(runs: list[rp.Run], checks: Checks, preset: Preset) -> list[rp.Block]:
@@ -78,11 +78,10 @@ def mergers_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> list
                    rp.Text(RATIO_TEXT), ratio_table(pair_ratios(mergers, subsets), subsets, preset.paper)]
         mine = pam_checks(preset.name, family, mergers, list(comp.tasks), preset.paper)
         checks += mine
-        starts = {m[0]: rp.fmt_stat((start_drop(r) for r in rs), lambda x: f"{x:.2f}")
-                  for m, rs in comp.methods().items() if family_name(m[1], m[2]) == family}
+        runs = {m[0]: rs for m, rs in comp.methods().items() if family_name(m[1], m[2]) == family}
+        starts = {m: rp.fmt_stat((start_drop(r) for r in rs), lambda x: f"{x:.2f}") for m, rs in runs.items()}
         why = [f for c in mine if (f := finding(c, mergers, list(comp.tasks), starts))]
-        family_runs = {m[0]: rs for m, rs in comp.methods().items() if family_name(m[1], m[2]) == family}
-        why += [climb] if why and (climb := climb_sentence(family, family_runs)) else []
+        why += [climb] if why and (climb := climb_sentence(family, runs)) else []
         blocks += [rp.Text("Checks not met, read from the runs:"), rp.Bullets(why)] if why else []
     return blocks + [rp.Heading(4, "Final networks: test accuracy (%)"), rp.accuracy_table(comp, TOLERANCE),
                      rp.Heading(4, "Final networks: cost of every task subset (FLOPs, mean ± std, all "
@@ -94,7 +93,7 @@ def seed_table(comp: rp.Comparison) -> rp.Table:
     every = "+".join(comp.tasks)
     rows = []
     for method, runs in comp.methods().items():
-        ordered = sorted(runs, key=lambda r: r.seed if r.seed is not None else -1)
+        ordered = by_seed(runs)
         costs = [m.cost if (m := rp.matched(r, every, TOLERANCE)) else None for r in ordered]
         rows.append([rp.method_label(method), ", ".join(str(r.seed) for r in ordered),
                      ", ".join("—" if c is None else rp.fmt_count(c) for c in costs),

@@ -97,10 +97,15 @@ def live_at_matched(run: rp.Run, subset: str) -> dict[str, int] | None:
     return dict(live) if isinstance(live, dict) else None
 
 
+def by_seed(runs: list[rp.Run]) -> list[rp.Run]:
+    """The runs in seed order, those without a seed last."""
+    return sorted(runs, key=lambda r: (not isinstance(r.seed, int), r.seed if isinstance(r.seed, int) else 0))
+
+
 def fmt_live(runs: list[rp.Run], subset: str) -> str:
     """Each seed's live neurons per layer at its matched point, '2·2·20' in layer order ('—' if unknown)."""
     cells = []
-    for r in sorted(runs, key=lambda r: r.seed if r.seed is not None else -1):
+    for r in by_seed(runs):
         live = live_at_matched(r, subset)
         cells.append("·".join(str(n) for n in live.values()) if live else "—")
     return ", ".join(cells) or "—"
