@@ -75,7 +75,8 @@ def test_ladder_brackets_the_threshold(threshold: int) -> None:
         assert max(t.scale for t in below) / chosen >= 0.7 - 1e-9
     else:
         assert search.stopped == "floor"
-    assert len({tuple(t.counts.items()) for t in search.trials if t.trained}) == search.trained()
+    once = [tuple(t.counts.items()) for t in search.trials if t.trained and t.phase != "descend"]
+    assert len(set(once)) == len(once)  # only the descent after a climb retrains a judged budget
 
 
 def test_ladder_stops_after_max_rungs_and_climbs_to_the_whole_network() -> None:
@@ -86,6 +87,36 @@ def test_ladder_stops_after_max_rungs_and_climbs_to_the_whole_network() -> None:
     assert up.run(1.0) == pytest.approx(5.0) and up.stopped == "max_rungs"
     assert up.trained("rungs") == 2 and up.trained("bisect") == 2
     assert [t.scale for t in up.trials if t.accepted] == [5.0] and not up.trials[2].trained
+
+
+def test_after_a_climb_the_ladder_goes_down_again_from_the_warm_start() -> None:
+    # a path-dependent judge, as warm starts make ADMM: a rung may remove at most half of the
+    # network it starts from (the last accepted one), and nothing below 10 units passes
+    start = {"fc1": 100}
+
+    def judge(scale: float, counts: dict[str, int], phase: str) -> tuple[bool, dict]:
+        ok = counts["fc1"] >= 10 and counts["fc1"] >= 0.5 * start["fc1"]
+        start.update(counts if ok else {})
+        return ok, {}
+
+    search = ScaleSearch(lambda s: {"fc1": max(1, min(100, round(s * 20)))}, lambda c: c["fc1"] >= 100,
+                         judge, 5.0, ladder_factor=0.7, bisect_steps=2, max_rungs=12)
+    chosen = search.run(1.0)
+    walk = [(t.phase, t.counts["fc1"], t.accepted) for t in search.trials if t.trained]
+    assert walk[:4] == [("ladder", 20, False), ("climb", 29, False), ("climb", 41, False),
+                        ("climb", 58, True)]
+    # the budgets rejected cold on the way up pass from the climb's warm start, and the ladder
+    # goes on down to the judge's floor, far below the first rung
+    assert walk[4:7] == [("descend", 41, True), ("descend", 29, True), ("descend", 20, True)]
+    assert search.counts_of(chosen) == {"fc1": 10} and search.stopped == "bracketed"
+    assert all(not t.accepted for t in search.trials if t.counts["fc1"] < 10)
+
+
+def test_a_climb_to_the_whole_network_does_not_descend_again() -> None:
+    # the unpruned network is accepted untrained: the warm start is unchanged, nothing is retried
+    search = ladder(90, ladder_factor=0.7, bisect_steps=0, max_rungs=20)
+    assert search.run(1.0) == pytest.approx(5.0)
+    assert not any(t.phase == "descend" for t in search.trials)
 
 
 # ----- the real pruner -------------------------------------------------------------------------------

@@ -4,12 +4,17 @@ A scale s gives every layer the budget min(1, s * ratio_l) (`counts_of(s)`, mono
 search tries s = 1, then walks down a geometric ladder (s *= ``ladder_factor``) while rungs are
 accepted; if s = 1 itself is rejected it climbs instead (s /= ``ladder_factor``) until a rung is
 accepted or the budget keeps the network whole (``ceiling``: the unpruned network, accepted by
-definition). Then it bisects in log s between the smallest accepted and the largest rejected scale
-for ``bisect_steps`` trained steps. ``max_rungs`` caps the trained ladder rungs (down or up).
+definition). A trained rung accepted on the climb is a new warm start, from which the budgets
+rejected on the way up may now pass (a rung then removes only the neurons between two budgets), so
+the search walks down the ladder again from it (phase ``descend``), retrying those budgets, while
+rungs are accepted. Then it bisects in log s between the smallest accepted and the largest rejected
+scale for ``bisect_steps`` trained steps. ``max_rungs`` caps the trained ladder rungs (down, up, and
+down again).
 
 A scale whose per-layer budget equals one already judged gets that verdict without training
-(``trained: false``, ``same_as``), so rungs that round to the same counts cost nothing. `stopped`
-says how the ladder ended: ``bracketed`` (an accepted and a rejected rung one ladder step apart;
+(``trained: false``, ``same_as``), so rungs that round to the same counts cost nothing; only the
+descent after a climb retrains budgets rejected before (from a larger warm start). `stopped` says
+how the ladder ended: ``bracketed`` (an accepted and a rejected rung one ladder step apart;
 bisection follows), ``floor`` (the budget of one unit per layer was accepted) or ``max_rungs``.
 """
 
@@ -60,30 +65,33 @@ class ScaleSearch:
         """Search from `start`; returns the chosen (smallest accepted) scale."""
         rejected: float | None
         if self._try(start, "ladder"):
-            accepted, rejected = self._descend(start)
+            accepted, rejected = self._descend(start, "ladder")
         else:
             accepted, rejected = self._climb(start)
+            if self.trials[-1].trained and self.trials[-1].accepted:  # a new warm start: down again
+                accepted, rejected = self._descend(accepted, "descend", below=rejected)
         if rejected is not None:
             accepted = self._bisect(accepted, rejected)
         return accepted
 
     def trained(self, phase: str | None = None) -> int:
-        """Trained trials so far (of one phase, or of the ladder's two directions when phase is 'rungs')."""
-        phases = ("ladder", "climb") if phase == "rungs" else (phase,)
+        """Trained trials so far (of one phase, or of the ladder's three walks when phase is 'rungs')."""
+        phases = ("ladder", "climb", "descend") if phase == "rungs" else (phase,)
         return sum(t.trained and (phase is None or t.phase in phases) for t in self.trials)
 
-    def _descend(self, accepted: float) -> tuple[float, float | None]:
-        """Walk down while rungs are accepted; returns (smallest accepted, first rejected or None)."""
-        floor = self.counts_of(0.0)
+    def _descend(self, accepted: float, phase: str,
+                 below: float | None = None) -> tuple[float, float | None]:
+        """Walk down while rungs are accepted; returns (smallest accepted, first rejected, else `below`)."""
+        floor, start = self.counts_of(0.0), accepted
         while True:
             if self.counts_of(accepted) == floor:
                 self.stopped = "floor"
                 return accepted, None
             if self.trained("rungs") >= self.max_rungs:
                 self.stopped = "max_rungs"
-                return accepted, None
+                return accepted, below if accepted == start else None
             scale = accepted * self.ladder_factor
-            if not self._try(scale, "ladder"):
+            if not self._try(scale, phase, retry=phase == "descend"):
                 self.stopped = "bracketed"
                 return accepted, scale
             accepted = scale
@@ -112,10 +120,12 @@ class ScaleSearch:
             free = 0 if self.trials[-1].trained else free + 1
         return accepted
 
-    def _try(self, scale: float, phase: str) -> bool:
-        """The verdict on one scale: reused for a budget already judged, true for the whole network."""
+    def _try(self, scale: float, phase: str, retry: bool = False) -> bool:
+        """The verdict on one scale: reused for a budget already judged (only an accepted one when
+        `retry`), true for the whole network."""
         counts = self.counts_of(scale)
-        same = next((t for t in self.trials if t.counts == counts), None)
+        same = next((t for t in reversed(self.trials) if t.counts == counts and (t.accepted or not retry)),
+                    None)  # the latest verdict: the one from the latest warm start
         if same is not None:
             details = {k: v for k, v in same.details.items() if k in ("val", "flops", "live")}
             self.trials.append(Trial(scale, phase, counts, same.accepted, False,
