@@ -89,9 +89,9 @@ def test_ladder_stops_after_max_rungs_and_climbs_to_the_whole_network() -> None:
     assert [t.scale for t in up.trials if t.accepted] == [5.0] and not up.trials[2].trained
 
 
-def test_after_a_climb_the_ladder_goes_down_again_from_the_warm_start() -> None:
-    # a path-dependent judge, as warm starts make ADMM: a rung may remove at most half of the
-    # network it starts from (the last accepted one), and nothing below 10 units passes
+def warm_search(descend_after_climb: bool) -> ScaleSearch:
+    """A search with a path-dependent judge, as warm starts make ADMM: a rung may remove at most
+    half of the network it starts from (the last accepted one), and nothing below 10 units passes."""
     start = {"fc1": 100}
 
     def judge(scale: float, counts: dict[str, int], phase: str) -> tuple[bool, dict]:
@@ -99,8 +99,13 @@ def test_after_a_climb_the_ladder_goes_down_again_from_the_warm_start() -> None:
         start.update(counts if ok else {})
         return ok, {}
 
-    search = ScaleSearch(lambda s: {"fc1": max(1, min(100, round(s * 20)))}, lambda c: c["fc1"] >= 100,
-                         judge, 5.0, ladder_factor=0.7, bisect_steps=2, max_rungs=12)
+    return ScaleSearch(lambda s: {"fc1": max(1, min(100, round(s * 20)))}, lambda c: c["fc1"] >= 100,
+                       judge, 5.0, ladder_factor=0.7, bisect_steps=2, max_rungs=12,
+                       descend_after_climb=descend_after_climb)
+
+
+def test_after_a_climb_the_ladder_goes_down_again_from_the_warm_start() -> None:
+    search = warm_search(True)
     chosen = search.run(1.0)
     walk = [(t.phase, t.counts["fc1"], t.accepted) for t in search.trials if t.trained]
     assert walk[:4] == [("ladder", 20, False), ("climb", 29, False), ("climb", 41, False),
@@ -110,6 +115,9 @@ def test_after_a_climb_the_ladder_goes_down_again_from_the_warm_start() -> None:
     assert walk[4:7] == [("descend", 41, True), ("descend", 29, True), ("descend", 20, True)]
     assert search.counts_of(chosen) == {"fc1": 10} and search.stopped == "bracketed"
     assert all(not t.accepted for t in search.trials if t.counts["fc1"] < 10)
+    # without the descent the search bisects between the climb's last two rungs, above s = 1
+    old = warm_search(False)
+    assert old.counts_of(old.run(1.0))["fc1"] > 41 and not any(t.phase == "descend" for t in old.trials)
 
 
 def test_a_climb_to_the_whole_network_does_not_descend_again() -> None:

@@ -178,8 +178,12 @@ def test_unmet_grouping_check_names_each_groupings_spread_and_start() -> None:
 def search_run(seed: int, firsts: dict[str, bool]) -> rp.Run:
     """A finished run whose ADMM searches ('' = the merged network, else a teacher) accepted or
     rejected their first rung as given."""
-    report = {part: {"search": {"tried": [{"scale": 1.0, "accepted": ok}, {"scale": 0.7, "accepted": True}]}}
-              for part, ok in firsts.items()}
+    def tried(ok: bool) -> list[dict]:  # a climb is followed by a trained step down (phase descend)
+        return [{"scale": 1.0, "accepted": ok, "trained": True},
+                {"scale": 0.7 if ok else 1.43, "accepted": True, "trained": True, "phase": "ladder" if ok else "climb"},
+                *([] if ok else [{"scale": 1.0, "accepted": True, "trained": True, "phase": "descend"}])]
+
+    report = {part: {"search": {"tried": tried(ok), "chosen_scale": 0.7 if ok else 1.0}} for part, ok in firsts.items()}
     data = {"experiment": {"seed": seed}, "pruning": report.get("", report)}
     return rp.Run(Path(f"s{seed}"), f"s{seed}", "ok", data)
 
@@ -190,7 +194,9 @@ def test_searches_that_climbed_from_a_rejected_first_rung_are_named() -> None:
     assert first_rungs(pam) == {"": False} and first_rungs(none) == {"lo": True, "hi": False}
     assert first_rungs(rp.Run(Path("t"), "t", "ok", {"pruning": {"layers": {}}})) == {}  # no search (taylor)
     text = climb_sentence("admm_neurons/neurons", {"none": [none], "concat": [concat], "pam": [pam]})
-    assert "rejected its first rung (s = 1) on none seed 0 (hi), pam seed 0 and climbed" in text
+    assert "rejected its first rung (s = 1) and climbed on none seed 0 (hi): s = 1; pam seed 0: s = 1 (" in text
+    pam.data["pruning"]["search"]["tried"].pop()  # a search from before the descent after a climb
+    assert "on pam seed 0: s = 1, no descent (" in climb_sentence("f", {"pam": [pam]})
     assert "on none seed 0 (lo), concat seed 0 the ladder went down" in text
     assert climb_sentence("admm_neurons/neurons", {"concat": [concat]}) is None
 

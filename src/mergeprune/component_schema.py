@@ -121,6 +121,7 @@ class AdmmSearchPrunerConf(AdmmPrunerConf):
     ladder_factor: float = 0.7
     bisect_steps: int = 2
     max_rungs: int = 8
+    descend_after_climb: bool = True
     tolerance: float = 0.01
     noise_z: float = 1.0
     test_every: int = 1

@@ -9,7 +9,7 @@ rejected on the way up may now pass (a rung then removes only the neurons betwee
 the search walks down the ladder again from it (phase ``descend``), retrying those budgets, while
 rungs are accepted. Then it bisects in log s between the smallest accepted and the largest rejected
 scale for ``bisect_steps`` trained steps. ``max_rungs`` caps the trained ladder rungs (down, up, and
-down again).
+down again). ``descend_after_climb: false`` skips the descent (the search before 2026-12-06).
 
 A scale whose per-layer budget equals one already judged gets that verdict without training
 (``trained: false``, ``same_as``), so rungs that round to the same counts cost nothing; only the
@@ -58,6 +58,7 @@ class ScaleSearch:
     ladder_factor: float = 0.7
     bisect_steps: int = 2
     max_rungs: int = 8
+    descend_after_climb: bool = True
     trials: list[Trial] = field(default_factory=list)
     stopped: str = ""
 
@@ -68,7 +69,7 @@ class ScaleSearch:
             accepted, rejected = self._descend(start, "ladder")
         else:
             accepted, rejected = self._climb(start)
-            if self.trials[-1].trained and self.trials[-1].accepted:  # a new warm start: down again
+            if self.descend_after_climb and self.trials[-1].trained and self.trials[-1].accepted:
                 accepted, rejected = self._descend(accepted, "descend", below=rejected)
         if rejected is not None:
             accepted = self._bisect(accepted, rejected)

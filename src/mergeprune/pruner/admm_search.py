@@ -46,11 +46,13 @@ class AdmmSearchPruner(AdmmPruner):
                  keep: Mapping[str, float] | None = None, target_compression: float | None = None,
                  proportions: Mapping[str, float] | None = None, search: bool = True,
                  ladder_factor: float = 0.7, bisect_steps: int = 2, max_rungs: int = 8,
-                 tolerance: float = 0.01, noise_z: float = 1.0, test_every: int = 1, **admm: Any):
+                 descend_after_climb: bool = True, tolerance: float = 0.01, noise_z: float = 1.0, test_every: int = 1, **admm: Any):
         super().__init__(name, granularity, keep, target_compression, proportions, **admm)
         if not isinstance(search, bool):
             raise ConfigError(f"pruner.search={search!r}; allowed: true, false")
-        self.search = search
+        if not isinstance(descend_after_climb, bool):
+            raise ConfigError(f"pruner.descend_after_climb={descend_after_climb!r}; allowed: true, false")
+        self.search, self.descend_after_climb = search, descend_after_climb
         self.ladder_factor = check_number(ladder_factor, "pruner.ladder_factor", low=0.0, high=0.95,
                                           strict=True)
         self.bisect_steps = check_int(bisect_steps, "pruner.bisect_steps", 0)
@@ -65,7 +67,8 @@ class AdmmSearchPruner(AdmmPruner):
         base = self.budget.ratios(net, self.granularity)
         rungs = Rungs(self, net, ctx, tag, list(base))
         search = ScaleSearch(lambda s: self.counts(net, base, s), rungs.is_whole, rungs.judge,
-                             ceiling(base), self.ladder_factor, self.bisect_steps, self.max_rungs)
+                             ceiling(base), self.ladder_factor, self.bisect_steps, self.max_rungs,
+                             self.descend_after_climb)
         chosen = search.run(1.0)
         net.load_state_dict(rungs.best.state_dict())
         report = sparsity_report(net, scaled(base, chosen), self.granularity) | {
@@ -87,6 +90,7 @@ class AdmmSearchPruner(AdmmPruner):
         """What the search did: every scale tried, the chosen one, how the ladder ended, its cost."""
         return {"base_ratios": dict(base), "ladder_factor": self.ladder_factor,
                 "bisect_steps": self.bisect_steps, "max_rungs": self.max_rungs,
+                "descend_after_climb": self.descend_after_climb,
                 "tolerance": self.accept.tolerance, "noise_z": self.accept.z,
                 "tried": [t.as_dict() for t in search.trials], "chosen_scale": chosen,
                 "chosen_counts": self.counts(net, base, chosen), "stopped": search.stopped,

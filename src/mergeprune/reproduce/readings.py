@@ -107,29 +107,39 @@ def _finding(check: Check, mergers: dict[str, dict[str, rp.SeedStat]], tasks: li
     return None
 
 
-def first_rungs(run: rp.Run) -> dict[str, bool]:
-    """Per ADMM search of the run ('' for the merged network, the task for no merging's teachers):
-    whether its first rung (s = 1) was accepted."""
+def searches(run: rp.Run) -> dict[str, dict]:
+    """The ADMM search reports of a run ('' for the merged network, the task for no merging's teachers)."""
     pruning = run.data.get("pruning") or {}
     parts = {"": pruning} if "search" in pruning else {k: v for k, v in pruning.items() if isinstance(v, dict)}
-    out = {}
-    for part, report in parts.items():
-        tried = (report.get("search") or {}).get("tried") or []
-        if tried:
-            out[part] = bool(tried[0].get("accepted"))
-    return out
+    return {part: search for part, report in parts.items()
+            if (search := report.get("search") or {}).get("tried")}
+
+
+def first_rungs(run: rp.Run) -> dict[str, bool]:
+    """Per ADMM search of the run: whether its first rung (s = 1) was accepted."""
+    return {part: bool(search["tried"][0].get("accepted")) for part, search in searches(run).items()}
+
+
+def climb_path(search: dict) -> str:
+    """Where a search that climbed ended: its chosen scale, and whether it went down again after the climb."""
+    chosen = rp.number(search.get("chosen_scale"))
+    again = any(t.get("phase") == "descend" and t.get("trained") for t in search["tried"])
+    return (f"s = {chosen:.2g}" if chosen is not None else "s unknown") + ("" if again else ", no descent")
 
 
 def climb_sentence(family: str, runs: dict[str, list[rp.Run]]) -> str | None:
-    """Which ADMM searches rejected their first rung and so only climbed to larger budgets (None if none did)."""
+    """Which ADMM searches rejected their first rung and climbed, and where each ended (None if none did)."""
     up, down = [], []
     for merger, rs in runs.items():
         for r in by_seed(rs):
-            for part, ok in first_rungs(r).items():
-                (down if ok else up).append(f"{merger} seed {r.seed}" + (f" ({part})" if part else ""))
+            for part, search in searches(r).items():
+                name = f"{merger} seed {r.seed}" + (f" ({part})" if part else "")
+                (down.append(name) if search["tried"][0].get("accepted")
+                 else up.append(f"{name}: {climb_path(search)}"))
     if not up:
         return None
-    return (f"{family}: the search rejected its first rung (s = 1) on {', '.join(up)} and climbed, so it "
-            "never tried a smaller budget there" + (f"; on {', '.join(down)} the ladder went down from s = 1"
-                                                    if down else "")
+    return (f"{family}: the search rejected its first rung (s = 1) and climbed on {'; '.join(up)} (the scale "
+            "it chose; after a climb the ladder walks down again from the accepted rung, warm-started, while "
+            "rungs pass: 'no descent' = the first step down was rejected or the search predates this)"
+            + (f"; on {', '.join(down)} the ladder went down from s = 1" if down else "")
             + " (docs/methods.md, 'What the search does to a merged network').")
