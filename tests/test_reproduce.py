@@ -27,7 +27,7 @@ from mergeprune.reproduce import PRESETS, write_page
 from mergeprune.reproduce.archive import archive_sweep, restore_sweep
 from mergeprune.reproduce.claims import matched_ratio, pam_checks
 from mergeprune.reproduce.presets import Preset, preset_of
-from mergeprune.reproduce.readings import climb_sentence, finding, first_rungs
+from mergeprune.reproduce.readings import climb_sentence, edge_drops, edge_sentence, finding, first_rungs
 from mergeprune.reproduce.sections import grouping_finding
 from mergeprune.reproduce.sweeps import (
     alpha_section,
@@ -199,6 +199,26 @@ def test_searches_that_climbed_from_a_rejected_first_rung_are_named() -> None:
     assert "on pam seed 0: s = 1, no descent (" in climb_sentence("f", {"pam": [pam]})
     assert "on none seed 0 (lo), concat seed 0 the ladder went down" in text
     assert climb_sentence("admm_neurons/neurons", {"concat": [concat]}) is None
+
+
+def edge_run(seed: int, hi_after: list[float]) -> rp.Run:
+    """A merged lo+hi run: teachers at 99% on validation, then pruned points with lo at 98.5% and hi as given."""
+    def at(step: int, lo: float, hi: float, flops: int) -> dict:
+        return {"step": step, "val": {"lo": lo, "hi": hi},
+                "cost": {k: {"flops": flops} for k in ("lo", "hi", "lo+hi")}}
+    points = [at(0, 0.99, 0.99, 1000)] + [at(i + 1, 0.985, h, 100 - i) for i, h in enumerate(hi_after)]
+    data = {"experiment": {"seed": seed}, "reference": {"lo": 0.99, "hi": 0.99}, "trajectory": {"lo+hi": points}}
+    return rp.Run(Path(f"e{seed}"), f"e{seed}", "ok", data)
+
+
+def test_pruned_points_just_outside_the_tolerance_are_named() -> None:
+    edge, inside = edge_run(2, [0.978, 0.9788]), edge_run(0, [0.978, 0.9805])
+    assert edge_drops(edge, "hi", 1.0) == pytest.approx((1.12, 1.2))
+    assert edge_drops(edge, "lo", 1.0) is None and edge_drops(inside, "hi", 1.0) is None
+    text = edge_sentence("admm", {"pam": [inside, edge]}, ["lo", "hi"], 1.0)
+    assert text is not None and "within 1 point of the teacher on validation on pam seed 2 (hi: 1.12-1.20)" in text
+    assert "seed 0" not in text and edge_sentence("admm", {"pam": [inside]}, ["lo", "hi"], 1.0) is None
+    assert matched(edge, "hi", 1.0).cost == 1000  # the matched cost falls back to the unpruned network
 
 
 def test_trend_tells_a_monotone_change_from_noise() -> None:

@@ -7,7 +7,7 @@ networks put on any merger's gain over no merging.
 from __future__ import annotations
 
 from mergeprune import report as rp
-from mergeprune.report.curves import reference, trajectory
+from mergeprune.report.curves import EPS, candidates, pieces, reference, trajectory
 from mergeprune.reproduce.claims import Check, matched_ratio
 from mergeprune.reproduce.sweeps import by_seed
 
@@ -143,3 +143,29 @@ def climb_sentence(family: str, runs: dict[str, list[rp.Run]]) -> str | None:
             "rungs pass: 'no descent' = the first step down was rejected or the search predates this)"
             + (f"; on {', '.join(down)} the ladder went down from s = 1" if down else "")
             + " (docs/methods.md, 'What the search does to a merged network').")
+
+
+def edge_drops(run: rp.Run, task: str, tolerance: float) -> tuple[float, float] | None:
+    """Smallest and largest validation drop of a task's pruned points when none of them is within
+    the tolerance (so its matched cost is the unpruned network's, or none); None otherwise."""
+    found = pieces(run, task)
+    if not found:
+        return None
+    pruned = [d for d, _, p in candidates(run, found[0], "flops") if (rp.number(p.get("step")) or 0) > 0]
+    if not pruned or min(pruned) <= tolerance + EPS:
+        return None
+    return min(pruned), max(pruned)
+
+
+def edge_sentence(family: str, runs: dict[str, list[rp.Run]], tasks: list[str], tolerance: float) -> str | None:
+    """Which runs pruned a task only to points just outside the matched tolerance (None if none did)."""
+    named = [f"{merger} seed {r.seed} ({task}: {lo:.2f}-{hi:.2f})"
+             for merger, rs in runs.items() for r in by_seed(rs) for task in tasks
+             if (edge := edge_drops(r, task, tolerance)) for lo, hi in [edge]]
+    if not named:
+        return None
+    return (f"{family}: no pruned point is within {tolerance:g} point of the teacher on validation on "
+            f"{', '.join(named)} (the drops of its pruned points, in points), so there the task's matched cost "
+            "is the unpruned network's, or none when that is outside the tolerance too. The pruner accepted "
+            "those points: its test allows the tolerance plus noise_z standard errors of the validation "
+            "accuracy (pruner/accept.py), the matched cost allows the tolerance alone.")

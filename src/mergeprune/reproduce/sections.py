@@ -22,7 +22,7 @@ from mergeprune.reproduce.claims import (
     verdict,
 )
 from mergeprune.reproduce.presets import TOLERANCE, Preset
-from mergeprune.reproduce.readings import climb_sentence, finding, group_summary, start_drop
+from mergeprune.reproduce.readings import climb_sentence, edge_sentence, finding, group_summary, start_drop
 from mergeprune.reproduce.sweeps import by_seed, fmt_live, live_header
 
 
@@ -82,6 +82,7 @@ def mergers_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> list
         starts = {m: rp.fmt_stat((start_drop(r) for r in rs), lambda x: f"{x:.2f}") for m, rs in runs.items()}
         why = [f for c in mine if (f := finding(c, mergers, list(comp.tasks), starts))]
         why += [climb] if why and (climb := climb_sentence(family, runs)) else []
+        why += [edge] if why and (edge := edge_sentence(family, runs, list(comp.tasks), TOLERANCE)) else []
         blocks += [rp.Text("Checks not met, read from the runs:"), rp.Bullets(why)] if why else []
     return blocks + [rp.Heading(4, "Final networks: test accuracy (%)"), rp.accuracy_table(comp, TOLERANCE),
                      rp.Heading(4, "Final networks: cost of every task subset (FLOPs, mean ± std, all "
