@@ -194,7 +194,9 @@ def test_searches_that_climbed_from_a_rejected_first_rung_are_named() -> None:
     assert first_rungs(pam) == {"": False} and first_rungs(none) == {"lo": True, "hi": False}
     assert first_rungs(rp.Run(Path("t"), "t", "ok", {"pruning": {"layers": {}}})) == {}  # no search (taylor)
     text = climb_sentence("admm_neurons/neurons", {"none": [none], "concat": [concat], "pam": [pam]})
-    assert "rejected its first rung (s = 1) and climbed on none seed 0 (hi): s = 1; pam seed 0: s = 1 (" in text
+    assert "climbed on none seed 0 (hi): s = 1, down again; pam seed 0: s = 1, down again (" in text
+    pam.data["pruning"]["search"]["tried"][-1]["accepted"] = False
+    assert "on pam seed 0: s = 1, first step down rejected (" in climb_sentence("f", {"pam": [pam]})
     pam.data["pruning"]["search"]["tried"].pop()  # a search from before the descent after a climb
     assert "on pam seed 0: s = 1, no descent (" in climb_sentence("f", {"pam": [pam]})
     assert "on none seed 0 (lo), concat seed 0 the ladder went down" in text

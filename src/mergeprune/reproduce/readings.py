@@ -121,10 +121,12 @@ def first_rungs(run: rp.Run) -> dict[str, bool]:
 
 
 def climb_path(search: dict) -> str:
-    """Where a search that climbed ended: its chosen scale, and whether it went down again after the climb."""
+    """Where a search that climbed ended: its chosen scale, and how its walk down after the climb went."""
     chosen = rp.number(search.get("chosen_scale"))
-    again = any(t.get("phase") == "descend" and t.get("trained") for t in search["tried"])
-    return (f"s = {chosen:.2g}" if chosen is not None else "s unknown") + ("" if again else ", no descent")
+    down = [t for t in search["tried"] if t.get("phase") == "descend" and t.get("trained")]
+    walk = ("down again" if any(t.get("accepted") for t in down) else "first step down rejected" if down
+            else "no descent")
+    return (f"s = {chosen:.2g}" if chosen is not None else "s unknown") + f", {walk}"
 
 
 def climb_sentence(family: str, runs: dict[str, list[rp.Run]]) -> str | None:
@@ -139,8 +141,8 @@ def climb_sentence(family: str, runs: dict[str, list[rp.Run]]) -> str | None:
     if not up:
         return None
     return (f"{family}: the search rejected its first rung (s = 1) and climbed on {'; '.join(up)} (the scale "
-            "it chose; after a climb the ladder walks down again from the accepted rung, warm-started, while "
-            "rungs pass: 'no descent' = the first step down was rejected or the search predates this)"
+            "it chose, and its walk down again from the climb's accepted rung, warm-started, while rungs pass; "
+            "'no descent': the search predates that walk or had no rungs left)"
             + (f"; on {', '.join(down)} the ladder went down from s = 1" if down else "")
             + " (docs/methods.md, 'What the search does to a merged network').")
 
