@@ -181,8 +181,9 @@ FIDELITY = [
     "Cost: PAM's counting rule (docs/architecture.md#cost-of-a-task-subset), FLOPs of the dense compact network of each task "
     "subset; no merging costs the sum of the individually pruned teachers.",
     "Pruners: the presets sweep Taylor-FO (and neuron-level ADMM on pam_split2). VIBNet (pruner=vib) "
-    "is not in their sweeps; `python scripts/reproduce.py PRESET -- pruner=vib` adds its jobs to the "
-    "preset's sweep, and the page shows them as a family of their own ('pruners run' says which ran).",
+    "is in no preset's own sweep; `python scripts/reproduce.py PRESET -- pruner=vib` adds its jobs to "
+    "the preset's sweep (this pass did so on pam_split2), and the page shows them as a family of their "
+    "own (each preset's 'pruners run' says which ran).",
     "Paper numbers are 'up to' figures over the paper's settings (the 4.87x probably from five LFW "
     "tasks on VGG); ours are the maxima over the task subsets of one setting, so they compare in "
     "kind, not in setting.",
