@@ -214,13 +214,17 @@ def edge_run(seed: int, hi_after: list[float]) -> rp.Run:
 
 
 def test_pruned_points_just_outside_the_tolerance_are_named() -> None:
-    edge, inside = edge_run(2, [0.978, 0.9788]), edge_run(0, [0.978, 0.9805])
-    assert edge_drops(edge, "hi", 1.0) == pytest.approx((1.12, 1.2))
+    # costs fall along the points: 1000 unpruned, then 100, 99, 98
+    edge, earlier = edge_run(2, [0.978, 0.9788]), edge_run(1, [0.9805, 0.978])
+    inside = edge_run(0, [0.978, 0.9805])
+    assert edge_drops(edge, "hi", 1.0) == pytest.approx((1.12, 99, 1000))  # falls back to the unpruned network
+    assert edge_drops(earlier, "hi", 1.0) == pytest.approx((1.2, 99, 100))  # to an earlier pruned point
     assert edge_drops(edge, "lo", 1.0) is None and edge_drops(inside, "hi", 1.0) is None
-    text = edge_sentence("admm", {"pam": [inside, edge]}, ["lo", "hi"], 1.0)
-    assert text is not None and "within 1 point of the teacher on validation on pam seed 2 (hi: 1.12-1.20)" in text
+    text = edge_sentence("admm", {"pam": [inside, earlier, edge]}, ["lo", "hi"], 1.0)
+    assert text is not None and ("below the teacher on validation on pam seed 1 (hi: 1.20 points at 99, matched "
+                                 "100); pam seed 2 (hi: 1.12 points at 99, matched 1k)") in text
     assert "seed 0" not in text and edge_sentence("admm", {"pam": [inside]}, ["lo", "hi"], 1.0) is None
-    assert matched(edge, "hi", 1.0).cost == 1000  # the matched cost falls back to the unpruned network
+    assert matched(edge, "hi", 1.0).cost == 1000
 
 
 def test_trend_tells_a_monotone_change_from_noise() -> None:

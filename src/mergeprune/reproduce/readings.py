@@ -147,27 +147,30 @@ def climb_sentence(family: str, runs: dict[str, list[rp.Run]]) -> str | None:
             + " (docs/methods.md, 'What the search does to a merged network').")
 
 
-def edge_drops(run: rp.Run, task: str, tolerance: float) -> tuple[float, float] | None:
-    """Smallest and largest validation drop of a task's pruned points when none of them is within
-    the tolerance (so its matched cost is the unpruned network's, or none); None otherwise."""
+def edge_drops(run: rp.Run, task: str, tolerance: float) -> tuple[float, float, float | None] | None:
+    """When a task's cheapest pruned point is outside the tolerance on validation: its drop, its cost and
+    the task's matched cost (an earlier point, the unpruned network, or None); None otherwise."""
     found = pieces(run, task)
-    if not found:
+    pruned = [o for o in candidates(run, found[0], "flops") if (rp.number(o[2].get("step")) or 0) > 0] if found else []
+    if not pruned:
         return None
-    pruned = [d for d, _, p in candidates(run, found[0], "flops") if (rp.number(p.get("step")) or 0) > 0]
-    if not pruned or min(pruned) <= tolerance + EPS:
+    drop, cost, _ = min(pruned, key=lambda o: (o[1], o[0]))
+    if drop <= tolerance + EPS:
         return None
-    return min(pruned), max(pruned)
+    reached = rp.matched(run, task, tolerance)
+    return drop, cost, reached.cost if reached else None
 
 
 def edge_sentence(family: str, runs: dict[str, list[rp.Run]], tasks: list[str], tolerance: float) -> str | None:
-    """Which runs pruned a task only to points just outside the matched tolerance (None if none did)."""
-    named = [f"{merger} seed {r.seed} ({task}: {lo:.2f}-{hi:.2f})"
+    """Which runs' cheapest pruned points sit outside the matched tolerance, and what that costs (None if none)."""
+    named = [f"{merger} seed {r.seed} ({task}: {drop:.2f} points at {rp.fmt_count(cost)}, matched "
+             f"{'none' if at is None else rp.fmt_count(at)})"
              for merger, rs in runs.items() for r in by_seed(rs) for task in tasks
-             if (edge := edge_drops(r, task, tolerance)) for lo, hi in [edge]]
+             if (edge := edge_drops(r, task, tolerance)) for drop, cost, at in [edge]]
     if not named:
         return None
-    return (f"{family}: no pruned point is within {tolerance:g} point of the teacher on validation on "
-            f"{', '.join(named)} (the drops of its pruned points, in points), so there the task's matched cost "
-            "is the unpruned network's, or none when that is outside the tolerance too. The pruner accepted "
-            "those points: its test allows the tolerance plus noise_z standard errors of the validation "
-            "accuracy (pruner/accept.py), the matched cost allows the tolerance alone.")
+    return (f"{family}: the cheapest pruned point is more than {tolerance:g} point below the teacher on "
+            f"validation on {'; '.join(named)}, so there the task's matched cost is an earlier, dearer "
+            "point (or the unpruned network, or none). The pruner accepted those points: its test allows "
+            "the tolerance plus noise_z standard errors of the validation accuracy (pruner/accept.py), the "
+            "matched cost allows the tolerance alone.")
