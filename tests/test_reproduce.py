@@ -27,7 +27,13 @@ from mergeprune.reproduce import PRESETS, write_page
 from mergeprune.reproduce.archive import archive_sweep, restore_sweep
 from mergeprune.reproduce.claims import matched_ratio, pam_checks
 from mergeprune.reproduce.presets import Preset, preset_of
-from mergeprune.reproduce.readings import climb_sentence, edge_drops, edge_sentence, finding, first_rungs
+from mergeprune.reproduce.readings import (
+    climb_sentence,
+    edge_drops,
+    edge_sentence,
+    finding,
+    first_rungs,
+)
 from mergeprune.reproduce.sections import grouping_finding
 from mergeprune.reproduce.sweeps import (
     alpha_section,

@@ -76,13 +76,14 @@ class ScaleSearch:
         return accepted
 
     def trained(self, phase: str | None = None) -> int:
-        """Trained trials so far (of one phase, or of the ladder's three walks when phase is 'rungs')."""
+        """Trained trials so far (of one phase, or of the ladder's three walks for 'rungs')."""
         phases = ("ladder", "climb", "descend") if phase == "rungs" else (phase,)
         return sum(t.trained and (phase is None or t.phase in phases) for t in self.trials)
 
     def _descend(self, accepted: float, phase: str,
                  below: float | None = None) -> tuple[float, float | None]:
-        """Walk down while rungs are accepted; returns (smallest accepted, first rejected, else `below`)."""
+        """Walk down while rungs are accepted; returns (smallest accepted, first rejected; `below`
+        when no rung was tried)."""
         floor, start = self.counts_of(0.0), accepted
         while True:
             if self.counts_of(accepted) == floor:
@@ -92,7 +93,7 @@ class ScaleSearch:
                 self.stopped = "max_rungs"
                 return accepted, below if accepted == start else None
             scale = accepted * self.ladder_factor
-            if not self._try(scale, phase, retry=phase == "descend"):
+            if not self._try(scale, phase):
                 self.stopped = "bracketed"
                 return accepted, scale
             accepted = scale
@@ -121,12 +122,13 @@ class ScaleSearch:
             free = 0 if self.trials[-1].trained else free + 1
         return accepted
 
-    def _try(self, scale: float, phase: str, retry: bool = False) -> bool:
-        """The verdict on one scale: reused for a budget already judged (only an accepted one when
-        `retry`), true for the whole network."""
+    def _try(self, scale: float, phase: str) -> bool:
+        """The verdict on one scale: the latest one for a budget already judged (the descent after a
+        climb reuses only acceptances), true for the whole network."""
         counts = self.counts_of(scale)
-        same = next((t for t in reversed(self.trials) if t.counts == counts and (t.accepted or not retry)),
-                    None)  # the latest verdict: the one from the latest warm start
+        retry = phase == "descend"  # rejections came from an earlier, larger warm start
+        same = next((t for t in reversed(self.trials)
+                     if t.counts == counts and (t.accepted or not retry)), None)
         if same is not None:
             details = {k: v for k, v in same.details.items() if k in ("val", "flops", "live")}
             self.trials.append(Trial(scale, phase, counts, same.accepted, False,

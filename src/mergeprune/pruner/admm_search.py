@@ -46,12 +46,12 @@ class AdmmSearchPruner(AdmmPruner):
                  keep: Mapping[str, float] | None = None, target_compression: float | None = None,
                  proportions: Mapping[str, float] | None = None, search: bool = True,
                  ladder_factor: float = 0.7, bisect_steps: int = 2, max_rungs: int = 8,
-                 descend_after_climb: bool = True, tolerance: float = 0.01, noise_z: float = 1.0, test_every: int = 1, **admm: Any):
+                 descend_after_climb: bool = True, tolerance: float = 0.01, noise_z: float = 1.0,
+                 test_every: int = 1, **admm: Any):
         super().__init__(name, granularity, keep, target_compression, proportions, **admm)
-        if not isinstance(search, bool):
-            raise ConfigError(f"pruner.search={search!r}; allowed: true, false")
-        if not isinstance(descend_after_climb, bool):
-            raise ConfigError(f"pruner.descend_after_climb={descend_after_climb!r}; allowed: true, false")
+        for key, value in (("search", search), ("descend_after_climb", descend_after_climb)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"pruner.{key}={value!r}; allowed: true, false")
         self.search, self.descend_after_climb = search, descend_after_climb
         self.ladder_factor = check_number(ladder_factor, "pruner.ladder_factor", low=0.0, high=0.95,
                                           strict=True)

@@ -110,22 +110,30 @@ def _finding(check: Check, mergers: dict[str, dict[str, rp.SeedStat]], tasks: li
 def searches(run: rp.Run) -> dict[str, dict]:
     """The ADMM search reports of a run ('' for the merged network, the task for no merging's teachers)."""
     pruning = run.data.get("pruning") or {}
-    parts = {"": pruning} if "search" in pruning else {k: v for k, v in pruning.items() if isinstance(v, dict)}
+    parts = {"": pruning} if "search" in pruning else {
+        k: v for k, v in pruning.items() if isinstance(v, dict)}
     return {part: search for part, report in parts.items()
             if (search := report.get("search") or {}).get("tried")}
 
 
+def first_accepted(search: dict) -> bool:
+    """Whether a search's first rung (s = 1) was accepted."""
+    return bool(search["tried"][0].get("accepted"))
+
+
 def first_rungs(run: rp.Run) -> dict[str, bool]:
     """Per ADMM search of the run: whether its first rung (s = 1) was accepted."""
-    return {part: bool(search["tried"][0].get("accepted")) for part, search in searches(run).items()}
+    return {part: first_accepted(search) for part, search in searches(run).items()}
 
 
 def climb_path(search: dict) -> str:
     """Where a search that climbed ended: its chosen scale, and how its walk down after the climb went."""
     chosen = rp.number(search.get("chosen_scale"))
     down = [t for t in search["tried"] if t.get("phase") == "descend" and t.get("trained")]
-    walk = ("down again" if any(t.get("accepted") for t in down) else "first step down rejected" if down
-            else "no descent")
+    if any(t.get("accepted") for t in down):
+        walk = "down again"
+    else:
+        walk = "first step down rejected" if down else "no descent"
     return (f"s = {chosen:.2g}" if chosen is not None else "s unknown") + f", {walk}"
 
 
@@ -136,22 +144,26 @@ def climb_sentence(family: str, runs: dict[str, list[rp.Run]]) -> str | None:
         for r in by_seed(rs):
             for part, search in searches(r).items():
                 name = f"{merger} seed {r.seed}" + (f" ({part})" if part else "")
-                (down.append(name) if search["tried"][0].get("accepted")
-                 else up.append(f"{name}: {climb_path(search)}"))
+                if first_accepted(search):
+                    down.append(name)
+                else:
+                    up.append(f"{name}: {climb_path(search)}")
     if not up:
         return None
-    return (f"{family}: the search rejected its first rung (s = 1) and climbed on {'; '.join(up)} (the scale "
-            "it chose, and its walk down again from the climb's accepted rung, warm-started, while rungs pass; "
-            "'no descent': the search predates that walk or had no rungs left)"
+    return (f"{family}: the search rejected its first rung (s = 1) and climbed on {'; '.join(up)} "
+            "(the scale it chose, and its walk down again from the climb's accepted rung, warm-started, "
+            "while rungs pass; 'no descent': the search predates that walk or had no rungs left)"
             + (f"; on {', '.join(down)} the ladder went down from s = 1" if down else "")
             + " (docs/methods.md, 'What the search does to a merged network').")
 
 
 def edge_drops(run: rp.Run, task: str, tolerance: float) -> tuple[float, float, float | None] | None:
-    """When a task's cheapest pruned point is outside the tolerance on validation: its drop, its cost and
-    the task's matched cost (an earlier point, the unpruned network, or None); None otherwise."""
+    """When a task's cheapest pruned point is outside the tolerance on validation: its drop, its cost
+    and the task's matched cost (an earlier point, the unpruned network, or None); None otherwise."""
     found = pieces(run, task)
-    pruned = [o for o in candidates(run, found[0], "flops") if (rp.number(o[2].get("step")) or 0) > 0] if found else []
+    if not found:
+        return None
+    pruned = [o for o in candidates(run, found[0], "flops") if (rp.number(o[2].get("step")) or 0) > 0]
     if not pruned:
         return None
     drop, cost, _ = min(pruned, key=lambda o: (o[1], o[0]))
@@ -161,16 +173,22 @@ def edge_drops(run: rp.Run, task: str, tolerance: float) -> tuple[float, float, 
     return drop, cost, reached.cost if reached else None
 
 
-def edge_sentence(family: str, runs: dict[str, list[rp.Run]], tasks: list[str], tolerance: float) -> str | None:
-    """Which runs' cheapest pruned points sit outside the matched tolerance, and what that costs (None if none)."""
-    named = [f"{merger} seed {r.seed} ({task}: {drop:.2f} points at {rp.fmt_count(cost)}, matched "
-             f"{'none' if at is None else rp.fmt_count(at)})"
-             for merger, rs in runs.items() for r in by_seed(rs) for task in tasks
-             if (edge := edge_drops(r, task, tolerance)) for drop, cost, at in [edge]]
+def edge_sentence(family: str, runs: dict[str, list[rp.Run]], tasks: list[str],
+                  tolerance: float) -> str | None:
+    """Which runs' cheapest pruned points sit outside the matched tolerance, and what that costs."""
+    named = []
+    for merger, rs in runs.items():
+        for r in by_seed(rs):
+            for task in tasks:
+                if (edge := edge_drops(r, task, tolerance)) is None:
+                    continue
+                drop, cost, at = edge
+                named.append(f"{merger} seed {r.seed} ({task}: {drop:.2f} points at {rp.fmt_count(cost)}, "
+                             f"matched {'none' if at is None else rp.fmt_count(at)})")
     if not named:
         return None
     return (f"{family}: the cheapest pruned point is more than {tolerance:g} point below the teacher on "
             f"validation on {'; '.join(named)}, so there the task's matched cost is an earlier, dearer "
             "point (or the unpruned network, or none). The pruner accepted those points: its test allows "
-            "the tolerance plus noise_z standard errors of the validation accuracy (pruner/accept.py), the "
-            "matched cost allows the tolerance alone.")
+            "the tolerance plus noise_z standard errors of the validation accuracy (pruner/accept.py), "
+            "the matched cost allows the tolerance alone.")

@@ -22,7 +22,13 @@ from mergeprune.reproduce.claims import (
     verdict,
 )
 from mergeprune.reproduce.presets import TOLERANCE, Preset
-from mergeprune.reproduce.readings import climb_sentence, edge_sentence, finding, group_summary, start_drop
+from mergeprune.reproduce.readings import (
+    climb_sentence,
+    edge_sentence,
+    finding,
+    group_summary,
+    start_drop,
+)
 from mergeprune.reproduce.sweeps import by_seed, fmt_live, live_header
 
 
@@ -79,10 +85,12 @@ def mergers_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> list
         mine = pam_checks(preset.name, family, mergers, list(comp.tasks), preset.paper)
         checks += mine
         runs = {m[0]: rs for m, rs in comp.methods().items() if family_name(m[1], m[2]) == family}
-        starts = {m: rp.fmt_stat((start_drop(r) for r in rs), lambda x: f"{x:.2f}") for m, rs in runs.items()}
+        starts = {m: rp.fmt_stat((start_drop(r) for r in rs), lambda x: f"{x:.2f}")
+                  for m, rs in runs.items()}
         why = [f for c in mine if (f := finding(c, mergers, list(comp.tasks), starts))]
-        why += [climb] if why and (climb := climb_sentence(family, runs)) else []
-        why += [edge] if why and (edge := edge_sentence(family, runs, list(comp.tasks), TOLERANCE)) else []
+        if why:  # what the searches and the tolerance did, beside the unmet checks
+            why += [s for s in (climb_sentence(family, runs),
+                                edge_sentence(family, runs, list(comp.tasks), TOLERANCE)) if s]
         blocks += [rp.Text("Checks not met, read from the runs:"), rp.Bullets(why)] if why else []
     return blocks + [rp.Heading(4, "Final networks: test accuracy (%)"), rp.accuracy_table(comp, TOLERANCE),
                      rp.Heading(4, "Final networks: cost of every task subset (FLOPs, mean ± std, all "
