@@ -22,11 +22,12 @@ from conftest import REPORT_FIXTURES, make_cfg
 from mergeprune import report as rp
 from mergeprune.config_check import check_config
 from mergeprune.finished import job_payload
+from mergeprune.pruner.accept import Acceptance
 from mergeprune.report import SeedStat, fmt_count, gather, matched
 from mergeprune.reproduce import PRESETS, write_page
 from mergeprune.reproduce.archive import archive_sweep, restore_sweep
 from mergeprune.reproduce.claims import matched_ratio, pam_checks
-from mergeprune.reproduce.presets import Preset, preset_of
+from mergeprune.reproduce.presets import NOISE_Z, TOLERANCE, Preset, preset_of
 from mergeprune.reproduce.readings import (
     climb_sentence,
     edge_drops,
@@ -223,14 +224,55 @@ def test_pruned_points_just_outside_the_tolerance_are_named() -> None:
     # costs fall along the points: 1000 unpruned, then 100, 99, 98
     edge, earlier = edge_run(2, [0.978, 0.9788]), edge_run(1, [0.9805, 0.978])
     inside = edge_run(0, [0.978, 0.9805])
-    assert edge_drops(edge, "hi", 1.0) == pytest.approx((1.12, 99, 1000))  # falls back to the unpruned network
-    assert edge_drops(earlier, "hi", 1.0) == pytest.approx((1.2, 99, 100))  # to an earlier pruned point
-    assert edge_drops(edge, "lo", 1.0) is None and edge_drops(inside, "hi", 1.0) is None
-    text = edge_sentence("admm", {"pam": [inside, earlier, edge]}, ["lo", "hi"], 1.0)
-    assert text is not None and ("below the teacher on validation on pam seed 1 (hi: 1.20 points at 99, matched "
+    plain = rp.Rule(1.0)
+    assert edge_drops(edge, "hi", plain) == pytest.approx((1.12, 99, 1000))  # falls back to the unpruned network
+    assert edge_drops(earlier, "hi", plain) == pytest.approx((1.2, 99, 100))  # to an earlier pruned point
+    assert edge_drops(edge, "lo", plain) is None and edge_drops(inside, "hi", plain) is None
+    text = edge_sentence("admm", {"pam": [inside, earlier, edge]}, ["lo", "hi"], plain)
+    assert text is not None and ("(1 point) on validation on pam seed 1 (hi: 1.20 points at 99, matched "
                                  "100); pam seed 2 (hi: 1.12 points at 99, matched 1k)") in text
-    assert "seed 0" not in text and edge_sentence("admm", {"pam": [inside]}, ["lo", "hi"], 1.0) is None
+    assert "seed 0" not in text and edge_sentence("admm", {"pam": [inside]}, ["lo", "hi"], plain) is None
     assert matched(edge, "hi", 1.0).cost == 1000
+
+
+def test_matched_accuracy_allows_the_standard_error_the_pruners_allow() -> None:
+    # teachers at 99% on 500 validation images: one standard error is 0.445 point, so the pruners
+    # accept drops up to 1.445 points (pruner/accept.py) and the matched cost reads the same points
+    se = 100 * math.sqrt(0.99 * 0.01 / 500)
+    rule = rp.Rule(1.0, 1.0)
+    assert rule.allowed(0.99, 500) == pytest.approx(1.0 + se)
+    assert rule.allowed(0.99, None) == 1.0 and rp.Rule(1.0).allowed(0.99, 500) == 1.0
+    assert 100 * Acceptance(0.01, 1.0).allowed_drop(0.99, 500) == pytest.approx(rule.allowed(0.99, 500))
+    edge, earlier = (replace(edge_run(2, [0.978, 0.9788]), val_size=500),
+                     replace(edge_run(1, [0.9805, 0.978]), val_size=500))
+    assert edge_drops(edge, "hi", rule) is None and edge_drops(earlier, "hi", rule) is None
+    assert matched(edge, "hi", rule).cost == 99 and matched(earlier, "hi", rule).cost == 99
+    beyond = replace(edge_run(3, [0.9750, 0.9740]), val_size=500)  # 1.5 and 1.6 points: past 1.445
+    assert matched(beyond, "hi", rule).cost == 1000
+    assert edge_drops(beyond, "hi", rule) == pytest.approx((1.6, 99, 1000))
+    # with the validation size unknown the rule falls back to the tolerance alone
+    assert matched(edge_run(2, [0.978, 0.9788]), "hi", rule).cost == 1000
+
+
+def test_a_runs_validation_size_comes_from_its_results_or_its_payload(tmp_path: Path) -> None:
+    new, old, bare = (tmp_path / n for n in ("new", "old", "bare"))
+    for d in (new, old, bare):
+        d.mkdir()
+    (new / "results.json").write_text(json.dumps({"status": "ok", "splits": {"train": 9, "val": 40, "test": 7}}))
+    (old / "results.json").write_text(json.dumps({"status": "ok"}))
+    (old / "job_payload.json").write_text(json.dumps({"dataset": {"val_size": 500}}))
+    (bare / "results.json").write_text(json.dumps({"status": "ok"}))
+    sizes = {r.path.parent.name: r.val_size for r in gather([tmp_path])}
+    assert sizes == {"new": 40, "old": 500, "bare": None}
+
+
+def test_the_page_matches_by_the_acceptance_test_every_pruner_config_uses(tmp_path: Path) -> None:
+    # the page's rule is only the pruners' test while every pruner config keeps these defaults
+    for name in ("taylor", "admm_neurons", "vib"):
+        cfg = make_cfg(tmp_path, [f"pruner={name}"])
+        node = cfg.pruner.get("schedule", cfg.pruner)
+        assert 100 * float(node.tolerance) == pytest.approx(TOLERANCE), name
+        assert float(node.noise_z) == pytest.approx(NOISE_Z), name
 
 
 def test_trend_tells_a_monotone_change_from_noise() -> None:
@@ -249,6 +291,9 @@ def test_gain_answer_needs_a_change_beyond_the_spread() -> None:
     flat = gain_answer({0: [1.5, 1.1, 1.9], 5: [1.4, 1.0, 1.8]}, "a+b")
     assert "no trend can be claimed" in flat
     assert "Too few" in gain_answer({0: [1.5]}, "a+b")
+    # a shrink made by its first step alone says so
+    one_step = gain_answer({0: [3.0, 3.1, 2.9], 1: [2.0, 2.05, 1.95], 5: [2.0, 2.1, 1.9]}, "a+b")
+    assert "shrinks" in one_step and "exceeds the seed spread: 0 → 1 (of 2)" in one_step
 
 
 def test_one_seed_has_no_spread() -> None:

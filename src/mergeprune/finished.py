@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mergeprune.cache import StageCache, cache_key
-from mergeprune.results import read_results
+from mergeprune.results import PAYLOAD_FILE, read_results
 from mergeprune.stages.teachers import trainer_identity
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 NOT_RESULT_KEYS = ("paths", "logger", "hydra", "name", "skip_finished", "preset")
 # what a finished job leaves in its folder besides Hydra's files
 ARTIFACTS = ("results.json", "job_payload.json", "model.pt", "export", "error.txt", "csv")
-PAYLOAD_FILE = "job_payload.json"
 
 
 def job_payload(cfg: DictConfig) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA = 1
+PAYLOAD_FILE = "job_payload.json"  # the job's config as run, beside its results.json
 
 
 def new_results(experiment: dict[str, Any]) -> dict[str, Any]:

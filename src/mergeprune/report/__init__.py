@@ -5,7 +5,8 @@ model) and never mixed. Within a comparison a method is (merger, pruner, granula
 aggregated as mean ± std with n. The headline is PAM's: how many times fewer FLOPs a task subset
 needs with a merger than with no merging, and with PAM than with MTZ, between methods that share
 pruner and granularity. Where runs record pruning trajectories it is read at matched accuracy: the
-cheapest trajectory point within `--tolerance` accuracy points of every teacher on validation.
+cheapest trajectory point within `--tolerance` accuracy points of every teacher on validation,
+plus `--noise-z` standard errors of the teacher's accuracy (the pruners' acceptance test).
 Otherwise (and also) from the final networks of runs whose every task is within the tolerance of
 its teacher on test. Failed runs, unreadable files and Hydra job folders without results.json are
 listed, never dropped. No torch import here: the command has to start fast.
@@ -37,6 +38,7 @@ from mergeprune.report.compare import (
 from mergeprune.report.curves import (
     Band,
     Matched,
+    Rule,
     SeedStat,
     band,
     frontier,
@@ -69,7 +71,7 @@ from mergeprune.report.writers import to_html, to_markdown, write_csv, write_rep
 
 __all__ = [
     "METRICS", "Band", "Block", "Bullets", "Comparison", "Figure", "Heading", "Headline",
-    "Matched", "Method", "Options", "Run", "SeedStat", "Table", "Text", "accuracy",
+    "Matched", "Method", "Options", "Rule", "Run", "SeedStat", "Table", "Text", "accuracy",
     "accuracy_table", "band", "build_report", "comparisons", "cost", "cost_sentence",
     "cost_table", "exclusion_reason", "fmt_count", "fmt_num", "fmt_pct", "fmt_points",
     "fmt_ratio", "fmt_stat", "frontier", "gather", "headline_sentences", "headline_table",

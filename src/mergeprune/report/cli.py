@@ -32,11 +32,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tolerance", type=float, default=1.0,
                         help="accuracy points a task may lose against its teacher and still count "
                              "in the headline (default 1.0)")
+    parser.add_argument("--noise-z", type=float, default=1.0, dest="noise_z",
+                        help="matched accuracy on the trajectories also allows this many standard "
+                             "errors of each teacher's validation accuracy, as the pruners' "
+                             "acceptance test does (default 1.0, the pruners' noise_z; 0: the "
+                             "tolerance alone)")
     parser.add_argument("--metric", choices=METRICS, default="flops",
                         help="cost metric of the headline, tables and figures (default flops)")
     args = parser.parse_args(argv)
     if args.tolerance < 0:
         parser.error(f"--tolerance={args.tolerance}; allowed: a number >= 0")
+    if not args.noise_z >= 0:
+        parser.error(f"--noise-z={args.noise_z}; allowed: a number >= 0")
     return args
 
 
@@ -79,7 +86,7 @@ def _report(args: argparse.Namespace) -> int:
         log.info("no results found" + (f" ({missing} Hydra job folders without results.json)"
                                        if missing else ""))
         return 1
-    opts = Options(list(args.dirs), args.out or Path(args.dirs[0]), args.tolerance, args.metric)
+    opts = Options(list(args.dirs), args.out or Path(args.dirs[0]), args.tolerance, args.metric, args.noise_z)
     written = write_report(runs, opts)
     for line in summary_sentences(comparisons(runs), opts):
         log.info(line)

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mergeprune.report.curves import Rule
 from mergeprune.report.runs import Method, Run
 from mergeprune.report.values import (
     accuracy,
@@ -34,6 +35,12 @@ class Options:
     out: Path
     tolerance: float = 1.0
     metric: str = "flops"
+    noise_z: float = 1.0  # matched accuracy also allows this many standard errors (pruner/accept.py)
+
+    @property
+    def rule(self) -> Rule:
+        """The matched-accuracy rule of the trajectories: the tolerance plus noise_z standard errors."""
+        return Rule(self.tolerance, self.noise_z)
 
 
 # ----------------------------------------------------------------------------- comparisons

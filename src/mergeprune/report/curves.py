@@ -8,6 +8,10 @@ for a merged network (`lo+hi`), one per teacher with merger=none (`lo`, `hi`). T
 is the sum over the parts holding its tasks, each at its own point, so a part's cheapest point
 within a drop d can be chosen independently of the others: the sum of those minima is the exact
 cheapest combination whose worst drop is at most d.
+
+Matched accuracy follows a Rule: each task may lose `points` against its teacher plus `noise_z`
+standard errors of the teacher's validation accuracy, the acceptance test the pruners stop by
+(pruner/accept.py); noise_z = 0 is the plain tolerance.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mergeprune.pruner.accept import Acceptance
 from mergeprune.report.runs import Run
 from mergeprune.report.values import number
 
@@ -33,6 +38,31 @@ class Piece:
     part: str
     tasks: tuple[str, ...]
     key: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Matched accuracy: a task's drop may reach `points` plus `noise_z` standard errors of its teacher."""
+
+    points: float = 1.0
+    noise_z: float = 0.0
+
+    def allowed(self, ref: float, n: int | None) -> float:
+        """Largest drop (points) for a task whose teacher scores ref on n validation images (n unknown: plain)."""
+        if not n or not self.noise_z:
+            return self.points
+        return 100 * Acceptance(self.points / 100, self.noise_z, prefix="report").allowed_drop(ref, n)
+
+    def words(self) -> str:
+        """'1 point + 1 standard error', as the page states the rule."""
+        base = f"{self.points:g} point{'' if self.points == 1 else 's'}"
+        errors = f"{self.noise_z:g} standard error{'' if self.noise_z == 1 else 's'}"
+        return base if not self.noise_z else f"{base} + {errors}"
+
+
+def as_rule(tolerance: float | Rule) -> Rule:
+    """A Rule from a plain tolerance in points, or the rule itself."""
+    return tolerance if isinstance(tolerance, Rule) else Rule(float(tolerance))
 
 
 @dataclass
@@ -117,16 +147,29 @@ def pieces(run: Run, subset: str) -> list[Piece] | None:
     return found if sorted(held) == sorted(wanted) else None
 
 
-def point_drop(point: Point, tasks: Iterable[str], ref: dict[str, float]) -> float | None:
-    """Worst validation drop (points) of a point over the tasks (None where one is unknown)."""
+def task_drops(point: Point, tasks: Iterable[str], ref: dict[str, float]) -> dict[str, float] | None:
+    """Validation drop (points) of a point per task (None where one is unknown)."""
     val = point.get("val") if isinstance(point.get("val"), dict) else {}
-    drops = []
+    drops = {}
     for task in tasks:
         acc = number(val.get(task))
         if acc is None or task not in ref:
             return None
-        drops.append(100 * (ref[task] - acc))
-    return max(drops) if drops else None
+        drops[task] = 100 * (ref[task] - acc)
+    return drops
+
+
+def point_drop(point: Point, tasks: Iterable[str], ref: dict[str, float]) -> float | None:
+    """Worst validation drop (points) of a point over the tasks (None where one is unknown)."""
+    drops = task_drops(point, tasks, ref)
+    return max(drops.values()) if drops else None
+
+
+def within(run: Run, point: Point, tasks: Iterable[str], rule: Rule) -> bool:
+    """Whether every task of the point is within the rule's allowance of its teacher on validation."""
+    ref = reference(run)
+    drops = task_drops(point, tasks, ref) or {}
+    return bool(drops) and all(d <= rule.allowed(ref[t], run.val_size) + EPS for t, d in drops.items())
 
 
 def point_cost(point: Point, key: str, metric: str) -> float | None:
@@ -185,14 +228,15 @@ def cheapest(options: list[tuple[float, float, Point]]) -> tuple[float, float, P
     return min(options, key=lambda o: (o[1], o[0], number(o[2].get("step")) or 0))
 
 
-def matched(run: Run, subset: str, tolerance: float, metric: str = "flops") -> Matched | None:
+def matched(run: Run, subset: str, tolerance: float | Rule,
+            metric: str = "flops") -> Matched | None:
     """The subset's cost at matched accuracy and the points chosen (None when not reached)."""
-    found = pieces(run, subset)
+    found, rule = pieces(run, subset), as_rule(tolerance)
     if not found:
         return None
     chosen = []
     for piece in found:
-        ok = [o for o in candidates(run, piece, metric) if o[0] <= tolerance + EPS]
+        ok = [o for o in candidates(run, piece, metric) if within(run, o[2], piece.tasks, rule)]
         if not ok:
             return None
         chosen.append((piece, cheapest(ok)))
@@ -217,7 +261,7 @@ def seed_stat(values: Sequence[float | None]) -> SeedStat:
     return SeedStat(len(values), len(nums), mean, std, std / mean if mean else None)
 
 
-def matched_stat(runs: Iterable[Run], subset: str, tolerance: float,
+def matched_stat(runs: Iterable[Run], subset: str, tolerance: float | Rule,
                  metric: str = "flops") -> SeedStat:
     """Matched cost of a subset over the runs that record curves (one value per seed)."""
     found = [matched(r, subset, tolerance, metric) for r in runs if has_curves(r)]

@@ -15,7 +15,7 @@ from mergeprune.report.compare import (
     ratio_pairs,
     subset_order,
 )
-from mergeprune.report.curves import SeedStat, curve_metric, has_curves, matched_stat
+from mergeprune.report.curves import Rule, SeedStat, as_rule, curve_metric, has_curves, matched_stat
 from mergeprune.report.runs import Method, Run
 
 
@@ -30,7 +30,7 @@ def matched_subsets(comp: Comparison) -> list[str]:
     return subset_order(comp.tasks)
 
 
-def matched_stats(comp: Comparison, tolerance: float,
+def matched_stats(comp: Comparison, tolerance: float | Rule,
                   metric: str) -> dict[Method, dict[str, SeedStat]]:
     """Matched cost over seeds per method and subset (only methods whose runs record curves)."""
     subsets, metric = matched_subsets(comp), curve_metric(metric)
@@ -38,9 +38,9 @@ def matched_stats(comp: Comparison, tolerance: float,
             for m, rs in curve_methods(comp).items()}
 
 
-def tolerance_words(tolerance: float) -> str:
+def tolerance_words(tolerance: float | Rule) -> str:
     """'within 1 point of the teachers on validation'."""
-    return f"within {tolerance:g} point{'' if tolerance == 1 else 's'} of the teachers on validation"
+    return f"within {as_rule(tolerance).words()} of the teachers on validation"
 
 
 def reached_note(merger: str, stat: SeedStat) -> str:
@@ -51,7 +51,7 @@ def reached_note(merger: str, stat: SeedStat) -> str:
 
 
 def family_sentences(title: str, family: str, stats: dict[str, SeedStat], subset: str,
-                     tolerance: float, metric: str) -> list[str]:
+                     tolerance: float | Rule, metric: str) -> list[str]:
     """The matched-accuracy sentences between the mergers of one family (merger -> stat)."""
     condition = f"at matched accuracy ({tolerance_words(tolerance)})"
     mergers = sorted(stats, key=lambda m: method_sort_key((m, "", "")))
@@ -68,7 +68,7 @@ def family_sentences(title: str, family: str, stats: dict[str, SeedStat], subset
     return lines
 
 
-def matched_sentences(comp: Comparison, tolerance: float, metric: str) -> list[str]:
+def matched_sentences(comp: Comparison, tolerance: float | Rule, metric: str) -> list[str]:
     """Headline sentences at matched accuracy, per (pruner, granularity) family, for all tasks."""
     subset = "+".join(comp.tasks)
     families: dict[tuple[str, str], dict[str, SeedStat]] = {}
@@ -84,5 +84,5 @@ def matched_sentences(comp: Comparison, tolerance: float, metric: str) -> list[s
 
 def summary_sentences(comps: list[Comparison], opts: Options) -> list[str]:
     """The headline: sentences at matched accuracy, then those about the final networks."""
-    lines = [line for c in comps for line in matched_sentences(c, opts.tolerance, opts.metric)]
+    lines = [line for c in comps for line in matched_sentences(c, opts.rule, opts.metric)]
     return lines + headline_sentences_all(comps, opts)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mergeprune.report.blocks import Block, Bullets, Figure, Heading, Table, Text
 from mergeprune.report.compare import Comparison, Options, method_label
-from mergeprune.report.curves import SeedStat, curve_metric, matched
+from mergeprune.report.curves import Rule, SeedStat, curve_metric, matched
 from mergeprune.report.matched import (
     curve_methods,
     matched_sentences,
@@ -17,7 +17,7 @@ from mergeprune.report.matched import (
     matched_subsets,
 )
 from mergeprune.report.runs import Run
-from mergeprune.report.values import fmt_count, fmt_pct, fmt_points, fmt_stat
+from mergeprune.report.values import fmt_count, fmt_pct, fmt_stat
 
 
 def fmt_matched(stat: SeedStat) -> str:
@@ -34,7 +34,7 @@ def fmt_matched(stat: SeedStat) -> str:
     return text
 
 
-def matched_table(comp: Comparison, tolerance: float, metric: str) -> Table | None:
+def matched_table(comp: Comparison, tolerance: float | Rule, metric: str) -> Table | None:
     """Methods as rows, task subsets as columns: the matched cost over seeds."""
     stats = matched_stats(comp, tolerance, metric)
     if not stats:
@@ -52,7 +52,7 @@ def steps_text(run: Run, chosen: dict[str, int]) -> str:
 
 
 def chosen_row(subset: str, method_runs: tuple[str, list[Run]], tasks: tuple[str, ...],
-             tolerance: float, metric: str) -> list[str]:
+             tolerance: float | Rule, metric: str) -> list[str]:
     """One (subset, method) row: seeds reached, cost, worst val drop, steps, test accuracy."""
     label, runs = method_runs
     found = [(r, matched(r, subset, tolerance, metric)) for r in runs]
@@ -73,7 +73,7 @@ def chosen_row(subset: str, method_runs: tuple[str, list[Run]], tasks: tuple[str
     return cells
 
 
-def matched_test_table(comp: Comparison, tolerance: float, metric: str) -> Table | None:
+def matched_test_table(comp: Comparison, tolerance: float | Rule, metric: str) -> Table | None:
     """Per subset and method: the chosen points' steps, worst validation drop and test accuracy."""
     runs = curve_methods(comp)
     if not runs:
@@ -90,8 +90,8 @@ def explanation(opts: Options) -> str:
     """What the matched cost is."""
     metric = curve_metric(opts.metric)
     text = (f"For each run and task subset: the cheapest point of its pruning trajectory whose "
-            f"validation accuracy is within {fmt_points(opts.tolerance)} of the teacher's "
-            f"(results.json `reference`) on every task of the subset. With merger=none each teacher is pruned on its "
+            f"validation accuracy is within {opts.rule.words()} of the teacher's "
+            f"(results.json `reference`; the standard error on the run's validation images) on every task of the subset. With merger=none each teacher is pruned on its "
             f"own, so the subset's cost is the sum over its teachers, each at its own cheapest "
             f"step. Cells: {metric}, mean ± std (CV) over the seeds that reached it; 'not "
             f"reached' when no point meets the tolerance; n: runs that record a trajectory.")
@@ -110,16 +110,16 @@ def curve_caption(kind: str, opts: Options) -> str:
             f"validation drop below the teachers, over the subset's tasks, is at most y points. "
             f"Line: mean over seeds of each method's frontier, from the smallest drop all its "
             f"seeds reach; band: min-max over seeds; dashed: "
-            f"the {opts.tolerance:g}-point tolerance (the matched cost is where a line crosses "
-            f"it); dotted: the unpruned teachers side by side. Drops beyond the top are cut off.")
+            f"the {opts.tolerance:g}-point tolerance (the matched cost is near where a line crosses "
+            f"it; matched accuracy also allows {opts.noise_z:g} standard error per task); dotted: the unpruned teachers side by side. Drops beyond the top are cut off.")
 
 
 def matched_blocks(comp: Comparison, opts: Options, figures: dict[str, Path]) -> list[Block]:
     """The comparison's matched-accuracy section (nothing when no run records a trajectory)."""
-    table = matched_table(comp, opts.tolerance, opts.metric)
+    table = matched_table(comp, opts.rule, opts.metric)
     if table is None:
         return []
-    sentences = matched_sentences(comp, opts.tolerance, opts.metric)
+    sentences = matched_sentences(comp, opts.rule, opts.metric)
     blocks: list[Block] = [Heading(3, f"Cost at matched accuracy ({curve_metric(opts.metric)})"),
                            Text(explanation(opts))]
     blocks.append(Bullets(sentences) if sentences else
@@ -129,7 +129,7 @@ def matched_blocks(comp: Comparison, opts: Options, figures: dict[str, Path]) ->
                     "steps chosen on validation, the mean ± std of the matched cost, of the worst "
                     "validation drop and of each task's test accuracy at those points ('not "
                     "measured' where they have none; a seed whose point has none is left out).")]
-    tested = matched_test_table(comp, opts.tolerance, opts.metric)
+    tested = matched_test_table(comp, opts.rule, opts.metric)
     blocks += [tested] if tested is not None else []
     blocks += [Figure(path, curve_caption(kind, opts)) for kind, path in figures.items()
                if kind.startswith("curves")]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mergeprune.results import read_results
+from mergeprune.results import PAYLOAD_FILE, read_results
 
 Method = tuple[str, str, str]
 
@@ -23,6 +23,7 @@ class Run:
     status: str
     data: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    val_size: int | None = None  # validation images per task (results.json `splits`, else the job's payload)
 
     @property
     def exp(self) -> dict[str, Any]:
@@ -147,7 +148,19 @@ def make_run(path: Path, data: dict[str, Any], dirs: list[Path]) -> Run:
     note = str(data.get("error", "")) if status != "ok" else ""
     if status not in ("ok", "failed") and not note:
         note = "job did not finish (still running, or killed)"
-    return Run(path, label, status, data, note)
+    return Run(path, label, status, data, note, val_size(path, data))
+
+
+def val_size(path: Path, data: dict[str, Any]) -> int | None:
+    """Validation images of a run: results.json `splits.val`, else the `dataset.val_size` of the job
+    payload beside it (runs written before splits were recorded); None when neither says."""
+    splits = data.get("splits")
+    if isinstance(splits, dict) and isinstance(splits.get("val"), int):
+        return splits["val"]
+    payload = read_results(path.parent / PAYLOAD_FILE)
+    dataset = payload.get("dataset") if isinstance(payload, dict) else None
+    size = dataset.get("val_size") if isinstance(dataset, dict) else None
+    return size if isinstance(size, int) and size > 0 else None
 
 
 def gather(dirs: Iterable[str | Path]) -> list[Run]:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mergeprune.report.compare import comparisons, subset_order
-from mergeprune.report.curves import has_curves, matched, seed_stat
+from mergeprune.report.curves import Rule, has_curves, matched, seed_stat
 from mergeprune.report.runs import Run, job_override_list
 
 
@@ -24,7 +24,7 @@ def variant(run: Run, by: Sequence[str]) -> str:
     return " ".join([f"{merger}/{pruner}", *extra])
 
 
-def spread_rows(runs: Iterable[Run], tolerance: float, by: Sequence[str] = (),
+def spread_rows(runs: Iterable[Run], tolerance: float | Rule, by: Sequence[str] = (),
                 metric: str = "flops") -> list[dict[str, Any]]:
     """Per comparison, variant and subset: seeds, seeds reached, mean, std and CV of the matched cost."""
     rows = []

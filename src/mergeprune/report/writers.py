@@ -12,7 +12,7 @@ from typing import Any
 
 from mergeprune.report.blocks import Block, Bullets, Heading, Table, Text
 from mergeprune.report.compare import Options, comparisons, subset_order, tolerance_reason
-from mergeprune.report.curves import CURVE_METRICS, has_curves, matched
+from mergeprune.report.curves import CURVE_METRICS, Rule, as_rule, has_curves, matched
 from mergeprune.report.figures import draw_figures
 from mergeprune.report.runs import Run
 from mergeprune.report.tables import build_report
@@ -87,16 +87,16 @@ def to_html(blocks: list[Block]) -> str:
 # ----------------------------------------------------------------------------- CSV
 
 
-def csv_row(run: Run, tolerance: float) -> dict[str, Any]:
+def csv_row(run: Run, tolerance: float | Rule) -> dict[str, Any]:
     """One run as a flat dict: identity, status, accuracy, cost, compression, timings, latency."""
-    exp = run.exp
+    exp, rule = run.exp, as_rule(tolerance)
     row: dict[str, Any] = {
         "run": run.label, "path": str(run.path), "status": run.status, "error": run.note,
         "name": exp.get("name", ""), "dataset": exp.get("dataset", ""),
         "tasks": "+".join(run.tasks), "model": exp.get("model", ""),
         "merger": exp.get("merger", ""), "pruner": exp.get("pruner", ""),
         "granularity": exp.get("granularity") or "", "seed": exp.get("seed", ""),
-        "meets_accuracy": "" if not run.ok else "no" if tolerance_reason(run, tolerance) else "yes"}
+        "meets_accuracy": "" if not run.ok else "no" if tolerance_reason(run, rule.points) else "yes"}
     choices = exp.get("choices")
     if isinstance(choices, dict):  # the config file chosen per Hydra group, where recorded
         row.update({f"choice/{group}": name for group, name in choices.items()})
@@ -111,11 +111,11 @@ def csv_row(run: Run, tolerance: float) -> dict[str, Any]:
         latency = (info or {}).get("latency_ms") if isinstance(info, dict) else None
         if isinstance(latency, dict):
             row.update({f"latency_ms/{subset}/{b}": v for b, v in latency.items()})
-    row.update(matched_columns(run, tolerance))
+    row.update(matched_columns(run, rule))
     return row
 
 
-def matched_columns(run: Run, tolerance: float) -> dict[str, Any]:
+def matched_columns(run: Run, tolerance: float | Rule) -> dict[str, Any]:
     """Per subset: the cost at matched accuracy per metric and, for flops, the steps chosen, the
     `tried` count to rebuild them with (pruner.max_steps) and the test accuracy there."""
     if not run.ok or not has_curves(run):
@@ -133,7 +133,7 @@ def matched_columns(run: Run, tolerance: float) -> dict[str, Any]:
     return row
 
 
-def write_csv(runs: list[Run], path: Path, tolerance: float) -> None:
+def write_csv(runs: list[Run], path: Path, tolerance: float | Rule) -> None:
     """One row per run, every column any run has (blank where a run has none)."""
     rows = [csv_row(r, tolerance) for r in runs]
     columns = union_keys(rows)
@@ -155,6 +155,6 @@ def write_report(runs: list[Run], opts: Options) -> list[Path]:
     blocks = build_report(runs, comps, opts, figures)
     md, csv_path, html_path = (opts.out / f"report.{ext}" for ext in ("md", "csv", "html"))
     md.write_text(to_markdown(blocks, opts.out))
-    write_csv(runs, csv_path, opts.tolerance)
+    write_csv(runs, csv_path, opts.rule)
     html_path.write_text(to_html(blocks))
     return [md, csv_path, html_path] + [p for figs in figures.values() for p in figs.values()]

@@ -1,6 +1,6 @@
 """The page's checks of the papers' claims, read at matched accuracy: each method's cheapest
-trajectory point within the tolerance of the teachers on validation (report/curves.py), over its
-seeds, and ratios between methods with their seed spread, so a verdict can say whether the gap it
+trajectory point within the tolerance of the teachers on validation, plus one standard error as the
+pruners' acceptance test allows (presets.RULE, report/curves.py), over its seeds, and ratios between methods with their seed spread, so a verdict can say whether the gap it
 rests on is larger than the noise.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from mergeprune import report as rp
 from mergeprune.report.compare import ratio_pairs
-from mergeprune.reproduce.presets import TOLERANCE
+from mergeprune.reproduce.presets import RULE
 
 # family ("taylor/neurons") -> merger -> subset -> matched cost over seeds
 FamilyStats = dict[str, dict[str, dict[str, rp.SeedStat]]]
@@ -31,6 +31,7 @@ class Check:
     verdict: str
     value: float | None = None  # the number the verdict rests on
     where: str = ""  # the task or subset that number is read at
+    plain: str = "—"  # ours and the verdict under the tolerance alone (presets.PLAIN)
 
 
 Checks = list[Check]
@@ -62,10 +63,10 @@ def family_name(pruner: str, gran: str) -> str:
     return pruner if gran == "-" else f"{pruner}/{gran}"
 
 
-def family_stats(comp: rp.Comparison) -> FamilyStats:
+def family_stats(comp: rp.Comparison, rule: rp.Rule = RULE) -> FamilyStats:
     """Matched cost per family, merger and subset (methods whose runs record trajectories)."""
     out: FamilyStats = {}
-    for (merger, pruner, gran), per in rp.matched_stats(comp, TOLERANCE, "flops").items():
+    for (merger, pruner, gran), per in rp.matched_stats(comp, rule, "flops").items():
         out.setdefault(family_name(pruner, gran), {})[merger] = per
     return out
 
@@ -144,6 +145,15 @@ def pam_checks(preset: str, family: str, mergers: dict[str, dict[str, rp.SeedSta
                              verdict(ok) + note if two else "—",
                              known[hi].value))
     return out
+
+
+def with_plain(checks: Checks, plain: Checks) -> Checks:
+    """The checks, each carrying the same check's value and verdict under the tolerance alone."""
+    by_key = {(c.family, c.key): c for c in plain}
+    for c in checks:
+        if (other := by_key.get((c.family, c.key))) is not None:
+            c.plain = other.ours if other.verdict == "—" else f"{other.ours} ({other.verdict})"
+    return checks
 
 
 def paper_text(papers: dict[str, float], merger: str) -> str:

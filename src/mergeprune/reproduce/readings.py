@@ -7,7 +7,7 @@ networks put on any merger's gain over no merging.
 from __future__ import annotations
 
 from mergeprune import report as rp
-from mergeprune.report.curves import EPS, candidates, pieces, reference, trajectory
+from mergeprune.report.curves import candidates, pieces, reference, trajectory, within
 from mergeprune.reproduce.claims import Check, matched_ratio
 from mergeprune.reproduce.sweeps import by_seed
 
@@ -157,38 +157,49 @@ def climb_sentence(family: str, runs: dict[str, list[rp.Run]]) -> str | None:
             + " (docs/methods.md, 'What the search does to a merged network').")
 
 
-def edge_drops(run: rp.Run, task: str, tolerance: float) -> tuple[float, float, float | None] | None:
-    """When a task's cheapest pruned point is outside the tolerance on validation: its drop, its cost
-    and the task's matched cost (an earlier point, the unpruned network, or None); None otherwise."""
+def allowance_text(runs: list[rp.Run], rule: rp.Rule) -> str | None:
+    """The matched allowance over the runs' tasks: '1 point + 1 standard error = 1.32-1.38 points (500
+    validation images)', None when no finished run records its teachers and validation size."""
+    sizes, allowed = set(), []
+    for run in (r for r in runs if r.ok and r.val_size):
+        sizes.add(run.val_size)
+        allowed += [rule.allowed(p, run.val_size) for p in reference(run).values()]
+    if not allowed:
+        return None
+    n = " or ".join(f"{s:,}" for s in sorted(sizes))
+    return f"{rule.words()} = {min(allowed):.2f}-{max(allowed):.2f} points ({n} validation images)"
+
+
+def edge_drops(run: rp.Run, task: str, rule: rp.Rule) -> tuple[float, float, float | None] | None:
+    """When a task's cheapest pruned point is outside the rule's allowance on validation: its drop, its
+    cost and the task's matched cost (an earlier point, the unpruned network, or None); None otherwise."""
     found = pieces(run, task)
     if not found:
         return None
     pruned = [o for o in candidates(run, found[0], "flops") if (rp.number(o[2].get("step")) or 0) > 0]
     if not pruned:
         return None
-    drop, cost, _ = min(pruned, key=lambda o: (o[1], o[0]))
-    if drop <= tolerance + EPS:
+    drop, cost, point = min(pruned, key=lambda o: (o[1], o[0]))
+    if within(run, point, [task], rule):
         return None
-    reached = rp.matched(run, task, tolerance)
+    reached = rp.matched(run, task, rule)
     return drop, cost, reached.cost if reached else None
 
 
 def edge_sentence(family: str, runs: dict[str, list[rp.Run]], tasks: list[str],
-                  tolerance: float) -> str | None:
-    """Which runs' cheapest pruned points sit outside the matched tolerance, and what that costs."""
+                  rule: rp.Rule) -> str | None:
+    """Which runs' cheapest pruned points sit outside the matched allowance, and what that costs."""
     named = []
     for merger, rs in runs.items():
         for r in by_seed(rs):
             for task in tasks:
-                if (edge := edge_drops(r, task, tolerance)) is None:
+                if (edge := edge_drops(r, task, rule)) is None:
                     continue
                 drop, cost, at = edge
                 named.append(f"{merger} seed {r.seed} ({task}: {drop:.2f} points at {rp.fmt_count(cost)}, "
                              f"matched {'none' if at is None else rp.fmt_count(at)})")
     if not named:
         return None
-    return (f"{family}: the cheapest pruned point is more than {tolerance:g} point below the teacher on "
-            f"validation on {'; '.join(named)}, so there the task's matched cost is an earlier, dearer "
-            "point (or the unpruned network, or none). The pruner accepted those points: its test allows "
-            "the tolerance plus noise_z standard errors of the validation accuracy (pruner/accept.py), "
-            "the matched cost allows the tolerance alone.")
+    return (f"{family}: the cheapest pruned point is beyond the matched allowance ({rule.words()}) "
+            f"on validation on {'; '.join(named)}, so there the task's matched cost is an earlier, "
+            "dearer point (or the unpruned network, or none).")

@@ -13,6 +13,7 @@ from mergeprune.report.tables import evidence_table, groups_table
 from mergeprune.reproduce.claims import (
     Check,
     Checks,
+    Ratio,
     family_name,
     family_stats,
     matched_ratio,
@@ -20,8 +21,9 @@ from mergeprune.reproduce.claims import (
     pam_checks,
     ratio_table,
     verdict,
+    with_plain,
 )
-from mergeprune.reproduce.presets import TOLERANCE, Preset
+from mergeprune.reproduce.presets import PLAIN, RULE, TOLERANCE, Preset
 from mergeprune.reproduce.readings import (
     climb_sentence,
     edge_sentence,
@@ -71,7 +73,7 @@ def mergers_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> list
     """Matched cost per subset and merger with seed spread, the headline ratios and checks per
     pruner family, the final networks' accuracy and cost, and PAM's groups with their MI evidence."""
     subsets = rp.subset_order(comp.tasks)
-    table = rp.matched_table(comp, TOLERANCE, "flops")
+    table = rp.matched_table(comp, RULE, "flops")
     blocks: list[rp.Block] = [
         rp.Heading(4, "Cost at matched accuracy (FLOPs, mean ± std (CV) over seeds)"),
         rp.Text(MATCHED_TEXT),
@@ -79,10 +81,12 @@ def mergers_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> list
     if table is not None:
         blocks += [rp.Heading(4, "Each seed's matched cost of all tasks, and what is live there"),
                    seed_table(comp)]
+    plain = family_stats(comp, PLAIN)
     for family, mergers in family_stats(comp).items():
         blocks += [rp.Heading(4, f"Headline ratios at matched accuracy, pruner {family}"),
                    rp.Text(RATIO_TEXT), ratio_table(pair_ratios(mergers, subsets), subsets, preset.paper)]
-        mine = pam_checks(preset.name, family, mergers, list(comp.tasks), preset.paper)
+        mine = with_plain(pam_checks(preset.name, family, mergers, list(comp.tasks), preset.paper),
+                          pam_checks(preset.name, family, plain.get(family, {}), list(comp.tasks), preset.paper))
         checks += mine
         runs = {m[0]: rs for m, rs in comp.methods().items() if family_name(m[1], m[2]) == family}
         starts = {m: rp.fmt_stat((start_drop(r) for r in rs), lambda x: f"{x:.2f}")
@@ -90,7 +94,7 @@ def mergers_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> list
         why = [f for c in mine if (f := finding(c, mergers, list(comp.tasks), starts))]
         if why:  # what the searches and the tolerance did, beside the unmet checks
             why += [s for s in (climb_sentence(family, runs),
-                                edge_sentence(family, runs, list(comp.tasks), TOLERANCE)) if s]
+                                edge_sentence(family, runs, list(comp.tasks), RULE)) if s]
         blocks += [rp.Text("Checks not met, read from the runs:"), rp.Bullets(why)] if why else []
     return blocks + [rp.Heading(4, "Final networks: test accuracy (%)"), rp.accuracy_table(comp, TOLERANCE),
                      rp.Heading(4, "Final networks: cost of every task subset (FLOPs, mean ± std, all "
@@ -103,7 +107,7 @@ def seed_table(comp: rp.Comparison) -> rp.Table:
     rows = []
     for method, runs in comp.methods().items():
         ordered = by_seed(runs)
-        costs = [m.cost if (m := rp.matched(r, every, TOLERANCE)) else None for r in ordered]
+        costs = [m.cost if (m := rp.matched(r, every, RULE)) else None for r in ordered]
         rows.append([rp.method_label(method), ", ".join(str(r.seed) for r in ordered),
                      ", ".join("—" if c is None else rp.fmt_count(c) for c in costs),
                      fmt_live(ordered, every)])
@@ -111,8 +115,9 @@ def seed_table(comp: rp.Comparison) -> rp.Table:
 
 
 MATCHED_TEXT = (f"Per run and task subset, the cheapest point of its pruning trajectory whose validation "
-                f"accuracy is within {TOLERANCE:g} point of every teacher's; merger=none adds up each "
-                "teacher's own cheapest point. Mean ± std (CV) over the seeds that reached it.")
+                f"accuracy is within {RULE.words()} of every teacher's (the test the pruners accept a step "
+                "by); merger=none adds up each teacher's own cheapest point. Mean ± std (CV) over the seeds "
+                "that reached it.")
 RATIO_TEXT = ("A / B: how many times less B costs than A at matched accuracy (ratio of the mean matched "
               "costs); ± is the ratio's spread from the two methods' seed CVs (added in quadrature). "
               "The paper's numbers are its best settings ('up to').")
@@ -163,18 +168,15 @@ def grouping_finding(stats: dict[str, dict[str, rp.SeedStat]], runs: dict[str, l
     return "; ".join(parts) + "."
 
 
-def grouping_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> list[rp.Block]:
-    """PAM's star grouping against one group per task subset at matched accuracy (mean ± std over
-    seeds), their ratio with its spread, the check, the final networks' accuracy and the groups."""
-    subsets, finished = rp.subset_order(comp.tasks), [r for r in comp.runs if r.ok]
-    groupings = ("star", "subsets")
-    runs = {g: [r for r in finished if grouping_of(r) == g] for g in groupings}
-    stats = {g: {s: rp.matched_stat(rs, s, TOLERANCE, "flops") for s in subsets} for g, rs in runs.items()}
-    rows, ratios = [], {}
-    for s in subsets:
-        ratios[s] = matched_ratio(stats["star"][s], stats["subsets"][s])
-        rows.append([s] + [fmt_matched(stats[g][s]) for g in groupings]
-                    + [ratios[s].text() if ratios[s] else "—"])
+def grouping_ratios(runs: dict[str, list[rp.Run]], subsets: list[str], rule: rp.Rule
+                    ) -> tuple[dict[str, dict[str, rp.SeedStat]], dict[str, Ratio | None]]:
+    """Matched cost per grouping and subset over seeds, and star / subsets per subset."""
+    stats = {g: {s: rp.matched_stat(rs, s, rule, "flops") for s in subsets} for g, rs in runs.items()}
+    return stats, {s: matched_ratio(stats["star"][s], stats["subsets"][s]) for s in subsets}
+
+
+def grouping_check(preset: str, ratios: dict[str, Ratio | None]) -> Check:
+    """The check: subsets costs no more than star anywhere, and less on one subset beyond the spread."""
     known = {s: r for s, r in ratios.items() if r}
     # "no more than star": not dearer beyond the spread; "less on one": cheaper beyond the spread
     no_more = all(r.value >= 1.0 or r.beyond(1.0) is False for r in known.values())
@@ -183,13 +185,26 @@ def grouping_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> lis
     ok = (no_more and bool(less)) if known and spread_known else None
     lo, hi = (min(known.values(), key=lambda r: r.value), max(known.values(), key=lambda r: r.value)) \
         if known else (None, None)
-    checks.append(Check(preset.name, "", "star_subsets",
-                        "subsets costs no more than star on every subset, less on one beyond the seed spread",
-                        f"star / subsets from {lo.text()} to {hi.text()}" if lo and hi else "—", "—",
-                        ">= 1.0x everywhere, > 1.0x beyond the spread once",
-                        (verdict(ok) if ok is not None or not known else "— (one seed: no spread to judge by)")
-                        + (f" (cheaper beyond the spread on {', '.join(less)})" if less else ""),
-                        hi.value if hi else None))
+    return Check(preset, "", "star_subsets",
+                 "subsets costs no more than star on every subset, less on one beyond the seed spread",
+                 f"star / subsets from {lo.text()} to {hi.text()}" if lo and hi else "—", "—",
+                 ">= 1.0x everywhere, > 1.0x beyond the spread once",
+                 (verdict(ok) if ok is not None or not known else "— (one seed: no spread to judge by)")
+                 + (f" (cheaper beyond the spread on {', '.join(less)})" if less else ""),
+                 hi.value if hi else None)
+
+
+def grouping_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> list[rp.Block]:
+    """PAM's star grouping against one group per task subset at matched accuracy (mean ± std over
+    seeds), their ratio with its spread, the check, the final networks' accuracy and the groups."""
+    subsets, finished = rp.subset_order(comp.tasks), [r for r in comp.runs if r.ok]
+    groupings = ("star", "subsets")
+    runs = {g: [r for r in finished if grouping_of(r) == g] for g in groupings}
+    stats, ratios = grouping_ratios(runs, subsets, RULE)
+    rows = [[s] + [fmt_matched(stats[g][s]) for g in groupings] + [ratios[s].text() if ratios[s] else "—"]
+            for s in subsets]
+    checks += with_plain([grouping_check(preset.name, ratios)],
+                         [grouping_check(preset.name, grouping_ratios(runs, subsets, PLAIN)[1])])
     why = grouping_finding(stats, runs) if "not met" in checks[-1].verdict else None
     acc = [[g, str(len(rs))] + [rp.fmt_stat((rp.accuracy(r, t) for r in rs), rp.fmt_pct) for t in comp.tasks]
            for g, rs in runs.items()]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mergeprune import report as rp
 from mergeprune.report.matched_tables import fmt_matched
-from mergeprune.reproduce.presets import TOLERANCE
+from mergeprune.reproduce.presets import PLAIN, RULE, TOLERANCE
 
 
 def overrides_of(run: rp.Run) -> dict[str, str]:
@@ -58,24 +58,32 @@ def alpha_section(runs: list[rp.Run]) -> list[rp.Block]:
     subsets = rp.subset_order(tuple(ok[0].tasks))
     full = subsets[-1]
     groups = by_setting(ok, ["merger.alpha_conv", "merger.alpha_fc"])
-    stats = {k: {s: rp.matched_stat(rs, s, TOLERANCE, "flops") for s in subsets} for k, rs in groups.items()}
+    stats = {k: {s: rp.matched_stat(rs, s, RULE, "flops") for s in subsets} for k, rs in groups.items()}
     rows = [[f"{k[0]:g}", f"{k[1]:g}", str(len(rs))] + [fmt_matched(stats[k][s]) for s in subsets]
             + neuron_cells(rs) + [fmt_live(rs, full)] for k, rs in groups.items()]
-    answers = []
-    for axis, other in ((0, 1), (1, 0)):
-        names = ("alpha_conv", "alpha_fc")
-        for fixed in sorted({k[other] for k in groups}):
-            line = sorted(k for k in groups if k[other] == fixed)
-            if len(line) > 1:
-                answers.append(f"at {names[other]} {fixed:g}, " + trend_sentence(
-                    names[axis], [k[axis] for k in line], [stats[k][full] for k in line], full))
+    plain = {k: rp.matched_stat(rs, full, PLAIN, "flops") for k, rs in groups.items()}
     return [rp.Text("Matched cost (FLOPs) per setting, mean ± std (CV) over seeds; a step counts as "
                     "larger than the seed spread when the means differ by more than either std. The last "
                     "column shows what sets each seed's matched cost: its live neurons per layer there."),
             rp.Table(["alpha_conv", "alpha_fc", "n"] + subsets
                      + ["shared neurons after merging", "exclusive neurons", "final within tolerance",
                         live_header(ok)], rows),
-            rp.Heading(4, "Does the cost change monotonically with alpha?"), rp.Bullets(answers)]
+            rp.Heading(4, "Does the cost change monotonically with alpha?"),
+            rp.Bullets(alpha_trends({k: v[full] for k, v in stats.items()}, full)),
+            rp.Text(f"Read with {PLAIN.words()} alone (the rule of the pages before the second pass):"),
+            rp.Bullets(alpha_trends(plain, full))]
+
+
+def alpha_trends(stats: dict[tuple[float, ...], rp.SeedStat], subset: str) -> list[str]:
+    """One trend sentence per line of the (alpha_conv, alpha_fc) grid with the other alpha fixed."""
+    names, answers = ("alpha_conv", "alpha_fc"), []
+    for axis, other in ((0, 1), (1, 0)):
+        for fixed in sorted({k[other] for k in stats}):
+            line = sorted(k for k in stats if k[other] == fixed)
+            if len(line) > 1:
+                answers.append(f"at {names[other]} {fixed:g}, " + trend_sentence(
+                    names[axis], [k[axis] for k in line], [stats[k] for k in line], subset))
+    return answers
 
 
 def neuron_cells(rs: list[rp.Run]) -> list[str]:
@@ -88,7 +96,7 @@ def neuron_cells(rs: list[rp.Run]) -> list[str]:
 def live_at_matched(run: rp.Run, subset: str) -> dict[str, int] | None:
     """Live neurons per layer at the run's matched-accuracy point of a subset (None when not reached
     or when the subset's matched cost adds up several trajectories, as no merging's does)."""
-    m = rp.matched(run, subset, TOLERANCE)
+    m = rp.matched(run, subset, RULE)
     if m is None or len(m.steps) != 1:
         return None
     (part, step), = m.steps.items()
@@ -126,12 +134,12 @@ def merged_counts(run: rp.Run) -> tuple[int, int]:
             sum(n for v in layers for k, n in v.items() if "+" not in k))
 
 
-def seed_gains(none: list[rp.Run], pam: list[rp.Run], subset: str) -> list[float]:
+def seed_gains(none: list[rp.Run], pam: list[rp.Run], subset: str, rule: rp.Rule = RULE) -> list[float]:
     """none / pam matched cost of one subset, per seed both reached (same seed, same teachers)."""
     cost = {}
     for merger, rs in (("none", none), ("pam", pam)):
         for r in rs:
-            m = rp.matched(r, subset, TOLERANCE)
+            m = rp.matched(r, subset, rule)
             if m is not None:
                 cost[(merger, str(r.seed))] = m.cost
     seeds = sorted({s for _, s in cost})
@@ -162,15 +170,15 @@ def relatedness_section(runs: list[rp.Run]) -> list[rp.Block]:
     if not groups:
         return []
     subsets = rp.subset_order(tuple(next(iter(groups.values()))[0].tasks))
-    full, rows, gains, shares, exclusive = subsets[-1], [], {}, {}, {}
+    full, rows, gains, plain, shares, exclusive = subsets[-1], [], {}, {}, {}, {}
     for (step,), rs in groups.items():
         none, pam = [r for r in rs if r.method[0] == "none"], [r for r in rs if r.method[0] == "pam"]
         per = {s: seed_gains(none, pam, s) for s in subsets}
-        gains[step] = per[full]
+        gains[step], plain[step] = per[full], seed_gains(none, pam, full, PLAIN)
         shares[step] = [x for x in (both_share(r) for r in pam) if x is not None]
         exclusive[step] = [merged_counts(r)[1] for r in pam]
         rows.append([f"{step:g}"] + [fmt_gains(per[s]) for s in subsets]
-                    + [fmt_matched(rp.matched_stat(pam, full, TOLERANCE, "flops")),
+                    + [fmt_matched(rp.matched_stat(pam, full, RULE, "flops")),
                        rp.fmt_stat(exclusive[step], rp.fmt_count), rp.fmt_stat(shares[step], fmt_share),
                        fmt_live(pam, full), f"{len(none)}/{len(pam)}"])
     return [rp.Text("Step k: task b has k of task a's five digits swapped for others (0 = identical "
@@ -181,7 +189,9 @@ def relatedness_section(runs: list[rp.Run]) -> list[rp.Block]:
                         f"pam FLOPs both tasks use, share of {full}",
                         "pam " + live_header(runs), "runs none/pam"], rows),
             rp.Heading(4, "How does PAM's gain change with relatedness?"),
-            rp.Text(gain_answer(gains, full)), rp.Text(share_answer(exclusive, shares, full))]
+            rp.Text(gain_answer(gains, full)),
+            rp.Text(f"Read with {PLAIN.words()} alone: " + gain_answer(plain, full)),
+            rp.Text(share_answer(exclusive, shares, full))]
 
 
 def both_share(run: rp.Run) -> float | None:
@@ -189,7 +199,7 @@ def both_share(run: rp.Run) -> float | None:
     (cost(a) + cost(b) - cost(a+b)) / cost(a+b); None for other task counts or when not reached."""
     if len(run.tasks) != 2:
         return None
-    costs = [rp.matched(run, s, TOLERANCE) for s in (*run.tasks, "+".join(run.tasks))]
+    costs = [rp.matched(run, s, RULE) for s in (*run.tasks, "+".join(run.tasks))]
     if any(m is None for m in costs):
         return None
     a, b, both = (m.cost for m in costs)
@@ -227,6 +237,17 @@ def gain_answer(gains: dict[float, list[float]], subset: str) -> str:
     verdict = ("shrinks, as the paper reports" if m1 < m0 and beyond else
                "grows, against the paper's report" if m1 > m0 and beyond else
                "changes by less than the seed spread (or the spread is unknown), so no trend can be claimed")
+    steps = sorted(known)
+    big = [f"{a:g} → {b:g}" for a, b in zip(steps, steps[1:], strict=False) if step_beyond(known[a], known[b])]
     return (f"On {subset}, the gain goes from {fmt_gains(known[first])} at step {first:g} to "
             f"{fmt_gains(known[last])} at step {last:g} (least-squares slope over every seed "
-            f"{k:+.3f} per step): it {verdict}.")
+            f"{k:+.3f} per step): it {verdict}. Consecutive steps whose change exceeds the seed spread: "
+            f"{', '.join(big) if big else 'none'} (of {len(steps) - 1}).")
+
+
+def step_beyond(a: list[float], b: list[float]) -> bool:
+    """Whether two steps' mean gains differ by more than either's seed std (both need two seeds)."""
+    if len(a) < 2 or len(b) < 2:
+        return False
+    (ma, sa), (mb, sb) = rp.mean_std(a), rp.mean_std(b)
+    return abs(mb - ma) > max(sa, sb)

@@ -93,6 +93,7 @@ def run_teachers(job: Any) -> dict[str, Teacher]:
         job.results["teachers"][name] = {"accuracy": teacher.accuracy, "flops": teacher.cost["flops"],
                                          "params": teacher.cost["params"], "reused": teacher.reused}
     job.results["reference"] = {name: job.context.accuracy(t.net, "val")[name] for name, t in teachers.items()}
+    job.results["splits"] = {split: job.context.split_size(split) for split in ("train", "val", "test")}
     return teachers
 
 
