@@ -12,6 +12,7 @@ import pytest
 
 from mergeprune.cache import StageCache
 from mergeprune.pipeline import run_job
+from mergeprune.report import gather
 from mergeprune.stages import runners
 
 
@@ -21,6 +22,10 @@ def test_teachers_train_cache_and_results(tiny, tmp_path: Path) -> None:
     assert saved["schema"] == 1 and saved["status"] == "ok"
     assert saved["experiment"]["tasks"] == ["lo", "hi"] and saved["experiment"]["dataset"] == "digits"
     assert {"teachers", "total"} <= set(saved["timings_s"])
+    cfg = tiny("stages=[teachers]")
+    assert saved["splits"]["val"] == cfg.dataset.val_size and saved["splits"]["test"] == cfg.dataset.test_size
+    # the report reads the validation size the matched-accuracy rule needs from the job's own results
+    assert gather([tmp_path / "a"])[0].val_size == cfg.dataset.val_size
     for name in ("lo", "hi"):
         info = saved["teachers"][name]
         assert info["accuracy"] > 0.85 and not info["reused"]

@@ -34,6 +34,7 @@ from mergeprune.reproduce.readings import (
     edge_sentence,
     finding,
     first_rungs,
+    stem_sentence,
 )
 from mergeprune.reproduce.sections import grouping_finding
 from mergeprune.reproduce.sweeps import (
@@ -233,6 +234,29 @@ def test_pruned_points_just_outside_the_tolerance_are_named() -> None:
                                  "100); pam seed 2 (hi: 1.12 points at 99, matched 1k)") in text
     assert "seed 0" not in text and edge_sentence("admm", {"pam": [inside]}, ["lo", "hi"], plain) is None
     assert matched(edge, "hi", 1.0).cost == 1000
+
+
+def stem_run(seed: int, stems: list[tuple[int, int]]) -> rp.Run:
+    """A merged lo+hi run whose points keep the given conv filters; the last point is the cheapest
+    within 1 point of the teachers, the one after it is beyond."""
+    points = [{"step": i, "val": {"lo": 0.99, "hi": 0.99}, "live": {"conv1": c1, "conv2": c2, "fc1": 20},
+               "cost": {k: {"flops": 1000 - i} for k in ("lo", "hi", "lo+hi")}} for i, (c1, c2) in enumerate(stems)]
+    points.append({"step": len(stems), "val": {"lo": 0.95, "hi": 0.95}, "live": {"conv1": 1, "conv2": 1, "fc1": 5},
+                   "cost": {k: {"flops": 10} for k in ("lo", "hi", "lo+hi")}})
+    data = {"experiment": {"seed": seed, "tasks": ["lo", "hi"]}, "reference": {"lo": 0.99, "hi": 0.99},
+            "trajectory": {"lo+hi": points}}
+    return rp.Run(Path(f"s{seed}"), f"s{seed}", "ok", data)
+
+
+def test_stem_sentence_names_the_conv_filters_at_each_matched_point() -> None:
+    runs = {"none": [stem_run(0, [(6, 16)])],
+            "mtz": [stem_run(0, [(6, 16), (3, 2)]), stem_run(1, [(6, 16), (2, 2)])],
+            "pam": [stem_run(1, [(6, 16), (4, 4), (2, 2)]), stem_run(0, [(6, 16), (2, 2)])]}
+    text = stem_sentence("taylor/neurons", runs, "lo+hi")
+    # seeds in order; no merging has no merged network; the point beyond the tolerance (1·1) is not read
+    assert text is not None and "mtz 3·2, 2·2; pam 2·2, 2·2." in text and "3 of 4 end on 2·2" in text
+    assert "none" not in text.split(":")[1] and "1·1" not in text
+    assert stem_sentence("taylor/neurons", {"none": runs["none"]}, "lo+hi") is None
 
 
 def test_matched_accuracy_allows_the_standard_error_the_pruners_allow() -> None:

@@ -16,8 +16,9 @@ from mergeprune.reproduce.claims import Checks
 FIRST_PASS = Path(__file__).resolve().parents[3] / "docs" / "results" / "first_pass.yaml"
 INTRO = ("The first pass (docs/RESULTS.md at commit 93f18c6) read every ratio from the final networks "
          "of the runs within 1 point of their teachers on test; this pass reads them at matched "
-         "accuracy from the pruning trajectories, with the seed spread. 'first / now' is the ratio of "
-         "the two headline values.")
+         "accuracy from the pruning trajectories, with the seed spread, by the test the pruners accept "
+         "a step by (1 point + 1 standard error of the teacher's validation accuracy; the checks table "
+         "shows the 1 point alone beside it). 'first / now' is the ratio of the two headline values.")
 
 
 def load_first_pass(path: Path = FIRST_PASS) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from mergeprune import report as rp
 from mergeprune.report.curves import candidates, pieces, reference, trajectory, within
 from mergeprune.reproduce.claims import Check, matched_ratio
-from mergeprune.reproduce.sweeps import by_seed
+from mergeprune.reproduce.sweeps import by_seed, live_at_matched
 
 Groups = dict[str, dict[str, int]]  # layer -> task subset -> neurons
 
@@ -105,6 +105,28 @@ def _finding(check: Check, mergers: dict[str, dict[str, rp.SeedStat]], tasks: li
                 f"{rp.fmt_count(pam.mean)} at matched accuracy; the group sizes below compare how much "
                 "of each merged network all tasks share before and after pruning.")
     return None
+
+
+def conv_stem(run: rp.Run, subset: str) -> str | None:
+    """The live filters of each conv layer at the run's matched point of a subset ('2·2'), None if unknown."""
+    live = live_at_matched(run, subset)
+    convs = [str(n) for layer, n in (live or {}).items() if layer.startswith("conv")]
+    return "·".join(convs) if convs else None
+
+
+def stem_sentence(family: str, runs: dict[str, list[rp.Run]], subset: str) -> str | None:
+    """Per merged method, the conv filters each seed keeps at its matched point of the subset, and
+    how many seeds of all merged methods end on the most common stem (None without merged runs)."""
+    stems = {m: [conv_stem(r, subset) or "—" for r in by_seed(rs)] for m, rs in runs.items() if m != "none"}
+    known = [s for ss in stems.values() for s in ss if s != "—"]
+    if not known:
+        return None
+    common = max(set(known), key=known.count)
+    per = "; ".join(f"{m} {', '.join(ss)}" for m, ss in stems.items())
+    return (f"{family}: at matched accuracy on {subset} the merged networks keep these conv filters per "
+            f"seed (conv layers in order): {per}. {known.count(common)} of {len(known)} end on {common}; "
+            "runs on one stem differ only in their fully connected neurons, so their costs are close "
+            "whatever the merger.")
 
 
 def searches(run: rp.Run) -> dict[str, dict]:

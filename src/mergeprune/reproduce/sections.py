@@ -30,6 +30,7 @@ from mergeprune.reproduce.readings import (
     finding,
     group_summary,
     start_drop,
+    stem_sentence,
 )
 from mergeprune.reproduce.sweeps import by_seed, fmt_live, live_header
 
@@ -93,7 +94,7 @@ def mergers_section(comp: rp.Comparison, checks: Checks, preset: Preset) -> list
                   for m, rs in runs.items()}
         why = [f for c in mine if (f := finding(c, mergers, list(comp.tasks), starts))]
         if why:  # what the searches and the tolerance did, beside the unmet checks
-            why += [s for s in (climb_sentence(family, runs),
+            why += [s for s in (stem_sentence(family, runs, "+".join(comp.tasks)), climb_sentence(family, runs),
                                 edge_sentence(family, runs, list(comp.tasks), RULE)) if s]
         blocks += [rp.Text("Checks not met, read from the runs:"), rp.Bullets(why)] if why else []
     return blocks + [rp.Heading(4, "Final networks: test accuracy (%)"), rp.accuracy_table(comp, TOLERANCE),
