@@ -30,6 +30,7 @@ from mergeprune.reproduce.claims import matched_ratio, pam_checks
 from mergeprune.reproduce.presets import NOISE_Z, TOLERANCE, Preset, preset_of
 from mergeprune.reproduce.readings import (
     climb_sentence,
+    edge_count,
     edge_drops,
     edge_sentence,
     finding,
@@ -217,7 +218,8 @@ def edge_run(seed: int, hi_after: list[float]) -> rp.Run:
         return {"step": step, "val": {"lo": lo, "hi": hi},
                 "cost": {k: {"flops": flops} for k in ("lo", "hi", "lo+hi")}}
     points = [at(0, 0.99, 0.99, 1000)] + [at(i + 1, 0.985, h, 100 - i) for i, h in enumerate(hi_after)]
-    data = {"experiment": {"seed": seed}, "reference": {"lo": 0.99, "hi": 0.99}, "trajectory": {"lo+hi": points}}
+    data = {"experiment": {"seed": seed, "tasks": ["lo", "hi"]}, "reference": {"lo": 0.99, "hi": 0.99},
+            "trajectory": {"lo+hi": points}}
     return rp.Run(Path(f"e{seed}"), f"e{seed}", "ok", data)
 
 
@@ -234,6 +236,7 @@ def test_pruned_points_just_outside_the_tolerance_are_named() -> None:
                                  "100); pam seed 2 (hi: 1.12 points at 99, matched 1k)") in text
     assert "seed 0" not in text and edge_sentence("admm", {"pam": [inside]}, ["lo", "hi"], plain) is None
     assert matched(edge, "hi", 1.0).cost == 1000
+    assert edge_count([inside, earlier, edge], plain) == (2, 6)  # hi of seeds 1 and 2, of 3 runs x 2 tasks
 
 
 def stem_run(seed: int, stems: list[tuple[int, int]]) -> rp.Run:

@@ -29,7 +29,7 @@ from mergeprune.reproduce.presets import (
     Preset,
     planned_jobs,
 )
-from mergeprune.reproduce.readings import allowance_text
+from mergeprune.reproduce.readings import allowance_text, edge_count
 from mergeprune.reproduce.sections import admm_section, grouping_section, mergers_section
 from mergeprune.reproduce.sweeps import alpha_section, relatedness_section
 from mergeprune.reproduce.variant import drop_blocks, variant_section
@@ -68,7 +68,8 @@ def preset_blocks(preset: Preset, root: Path, figures: Path, checks: Checks) -> 
         f"Jobs: {ok} finished of {len(runs)}{planned_text(preset.name, len(runs))}; pruners run: "
         f"{pruners_text(runs)}; their own times add up to {fmt_seconds(job_seconds(runs))}; "
         f"launches of this preset took {fmt_seconds(wall)} of wall time in all ({len(log)} launch(es))",
-    ] + ([f"Matched accuracy allows a drop of {allowed} below each teacher on validation"]
+    ] + ([f"Matched accuracy allows a drop of {allowed} below each teacher on validation; with "
+          f"{PLAIN.words()} alone, {edge_text(runs)}"]
          if preset.kind != "admm" and (allowed := allowance_text(runs, RULE)) else [])))
     problems = [r for r in runs if not r.ok]
     if problems:
@@ -123,6 +124,12 @@ def figure_rank(png: Path) -> tuple[int, str]:
     """Where a report figure goes on the page: by kind, then by name."""
     kind = png.stem.rsplit("_", 1)[-1]
     return next((i for i, k in enumerate(FIGURE_ORDER) if kind.startswith(k)), len(FIGURE_ORDER)), png.name
+
+
+def edge_text(runs: list[rp.Run]) -> str:
+    """'the cheapest pruned point of 12 of 60 task trajectories lies outside it'."""
+    outside, total = edge_count(runs, PLAIN)
+    return f"the cheapest pruned point of {outside} of {total} task trajectories lies outside it"
 
 
 def draw_figures(sweep: Path, dest: Path, kind: str) -> list[rp.Block]:

@@ -192,6 +192,12 @@ def allowance_text(runs: list[rp.Run], rule: rp.Rule) -> str | None:
     return f"{rule.words()} = {min(allowed):.2f}-{max(allowed):.2f} points ({n} validation images)"
 
 
+def edge_count(runs: list[rp.Run], rule: rp.Rule) -> tuple[int, int]:
+    """How many (run, task) trajectories have their cheapest pruned point outside the rule, of how many."""
+    pairs = [(r, t) for r in runs if r.ok and trajectory(r) and reference(r) for t in r.tasks]
+    return sum(edge_drops(r, t, rule) is not None for r, t in pairs), len(pairs)
+
+
 def edge_drops(run: rp.Run, task: str, rule: rp.Rule) -> tuple[float, float, float | None] | None:
     """When a task's cheapest pruned point is outside the rule's allowance on validation: its drop, its
     cost and the task's matched cost (an earlier point, the unpruned network, or None); None otherwise."""
