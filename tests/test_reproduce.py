@@ -26,7 +26,7 @@ from mergeprune.pruner.accept import Acceptance
 from mergeprune.report import SeedStat, fmt_count, gather, matched
 from mergeprune.reproduce import PRESETS, write_page
 from mergeprune.reproduce.archive import archive_sweep, restore_sweep
-from mergeprune.reproduce.claims import matched_ratio, pam_checks
+from mergeprune.reproduce.claims import matched_ratio, pam_checks, with_plain
 from mergeprune.reproduce.presets import NOISE_Z, TOLERANCE, Preset, preset_of
 from mergeprune.reproduce.readings import (
     climb_sentence,
@@ -328,6 +328,18 @@ def test_one_seed_has_no_spread() -> None:
     ratio = matched_ratio(one, stat(50, 5))
     assert ratio is not None and ratio.spread is None and ratio.text() == "2.00x"
     assert ratio.beyond(1.0) is None
+
+
+def test_each_check_carries_its_reading_under_the_tolerance_alone() -> None:
+    # the same family read twice: by the pruners' test (pam cheaper) and by the 1 point alone (not)
+    rule = {"none": {"a": stat(100, 5), "b": stat(100, 5), "a+b": stat(200, 10)},
+            "mtz": {"a": stat(100, 5), "b": stat(100, 5), "a+b": stat(200, 10)},
+            "pam": {"a": stat(100, 5), "b": stat(100, 5), "a+b": stat(100, 5)}}
+    plain = {m: {**per, "a+b": stat(200, 10)} for m, per in rule.items()}
+    checks = with_plain(pam_checks("p", "t", rule, ["a", "b"], {}), pam_checks("p", "t", plain, ["a", "b"], {}))
+    mtz = next(c for c in checks if c.key == "mtz_pam")
+    assert mtz.verdict.startswith("met") and ": **not met**" in mtz.plain and "2.00x" in mtz.ours
+    assert next(c for c in checks if c.key == "none_pam_all").plain.startswith("1.00x")
 
 
 def test_unmet_gain_is_explained_by_the_bound_of_the_dearest_task() -> None:

@@ -152,7 +152,7 @@ def with_plain(checks: Checks, plain: Checks) -> Checks:
     by_key = {(c.family, c.key): c for c in plain}
     for c in checks:
         if (other := by_key.get((c.family, c.key))) is not None:
-            c.plain = other.ours if other.verdict == "—" else f"{other.ours} ({other.verdict})"
+            c.plain = other.ours if other.verdict == "—" else f"{other.ours}: {other.verdict}"
     return checks
 
 

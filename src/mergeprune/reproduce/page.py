@@ -171,7 +171,7 @@ CHECKS_TEXT = (f"The PAM checks read each method's cost at matched accuracy: the
                "accepts a step by (pruner/accept.py), mean over seeds; ± is the ratio's spread from the two "
                "methods' seed CVs, and a verdict whose ratio lies within that spread of the target says so. "
                f"'{PLAIN.words()} alone' reads the same trajectories under the tolerance without the standard "
-               "error, the rule of the pages before this one (docs/methods.md, 'The acceptance edge'). "
+               "error, the rule of the pages before this one (docs/methods.md, 'Matched accuracy'). "
                "ADMM's check reads the final networks on test.")
 
 FIDELITY = [
