@@ -1,6 +1,7 @@
 """The pruning frontiers as small multiples: one panel per task subset, x the subset's cost, y the
 worst validation drop it allows, one line per method (mean over seeds of report/curves.frontier)
-with a min-max band over seeds, and the tolerance as a horizontal line. Many subsets (more than
+with a min-max band over seeds, the tolerance as a horizontal line and, shaded above it, the
+standard error matched accuracy also allows (up to the largest over the comparison's tasks). Many subsets (more than
 ONE_FIGURE_SUBSETS) get one figure per subset size (small sizes that fit together share one).
 """
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mergeprune.report.compare import Comparison, Options, method_label
-from mergeprune.report.curves import Band, band, curve_metric, frontier
+from mergeprune.report.curves import Band, band, curve_metric, frontier, reference
 from mergeprune.report.matched import curve_methods, matched_subsets
 from mergeprune.report.plotting import (
     grid,
@@ -24,6 +25,7 @@ from mergeprune.report.plotting import (
 from mergeprune.report.values import fmt_points, mean_of, teacher_cost
 
 ONE_FIGURE_SUBSETS = 12
+SE_LABEL = "+ standard error (matched up to here)"
 PANEL_W, PANEL_H, MAX_COLS = 3.2, 2.6, 5
 
 
@@ -31,6 +33,13 @@ def drop_limit(fronts: list[list[tuple[float, float]]], tolerance: float) -> flo
     """The top of the drop axis: the largest drop seen, cut at max(10 x tolerance, 5 points)."""
     largest = max((d for f in fronts for d, _ in f), default=tolerance)
     return max(1.5 * tolerance, 0.5, min(largest, max(10 * tolerance, 5.0)))
+
+
+def allowance_top(comp: Comparison, opts: Options) -> float:
+    """The largest drop matched accuracy allows over the comparison's runs and tasks (the tolerance
+    when no run knows its validation size)."""
+    allowed = [opts.rule.allowed(ref, r.val_size) for r in comp.runs if r.ok for ref in reference(r).values()]
+    return max(allowed, default=opts.tolerance)
 
 
 def staircase(b: Band, costs: list[float]) -> tuple[list[float], list[float]]:
@@ -42,7 +51,7 @@ def staircase(b: Band, costs: list[float]) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
-def curve_axis(ax: Any, comp: Comparison, subset: str, opts: Options, top: float) -> None:
+def curve_axis(ax: Any, comp: Comparison, subset: str, opts: Options, top: float, allowed: float) -> None:
     """One subset: every method's mean frontier with its seed band, tolerance and teachers."""
     metric, colors, xs = curve_metric(opts.metric), method_colors(comp), []
     for method, rs in curve_methods(comp).items():
@@ -62,6 +71,8 @@ def curve_axis(ax: Any, comp: Comparison, subset: str, opts: Options, top: float
         xs.append(teacher)
     ax.axhline(opts.tolerance, color="black", linestyle="--", linewidth=1,
                label=f"tolerance ({fmt_points(opts.tolerance)})")
+    if allowed > opts.tolerance:
+        ax.axhspan(opts.tolerance, allowed, color="black", alpha=0.08, linewidth=0, label=SE_LABEL)
     if wide(xs):
         ax.set_xscale("log")
     ax.set_ylim(top=top * 1.05)
@@ -82,12 +93,14 @@ def curve_figure(comp: Comparison, subsets: list[str], opts: Options, path: Path
     metric = curve_metric(opts.metric)
     fronts = [frontier(r, s, metric) for rs in curve_methods(comp).values() for r in rs
               for s in subsets]
-    top = drop_limit(fronts, opts.tolerance)
+    allowed = allowance_top(comp, opts)
+    top = max(drop_limit(fronts, opts.tolerance), 1.2 * allowed)
     legend = [method_label(m) for m in curve_methods(comp)] + [
-        "teachers (unpruned)", f"tolerance ({fmt_points(opts.tolerance)})"]
+        "teachers (unpruned)", f"tolerance ({fmt_points(opts.tolerance)})"] + (
+        [SE_LABEL] if allowed > opts.tolerance else [])
     fig, axes = grid(len(subsets), PANEL_W, PANEL_H, max_cols=MAX_COLS, legend=legend)
     for ax, subset in zip(axes, subsets, strict=True):
-        curve_axis(ax, comp, subset, opts, top)
+        curve_axis(ax, comp, subset, opts, top, allowed)
     fig.supylabel("worst validation drop (points)", fontsize="small")
     fig.suptitle(comp.title, fontsize="medium")
     return save(fig, path, *legend_entries(axes))

@@ -110,8 +110,9 @@ def curve_caption(kind: str, opts: Options) -> str:
             f"validation drop below the teachers, over the subset's tasks, is at most y points. "
             f"Line: mean over seeds of each method's frontier, from the smallest drop all its "
             f"seeds reach; band: min-max over seeds; dashed: "
-            f"the {opts.tolerance:g}-point tolerance (the matched cost is near where a line crosses "
-            f"it; matched accuracy also allows {opts.noise_z:g} standard error per task); dotted: the unpruned teachers side by side. Drops beyond the top are cut off.")
+            f"the {opts.tolerance:g}-point tolerance; shaded above it: the {opts.noise_z:g} standard "
+            f"error(s) matched accuracy also allows per task, up to the largest (the matched cost is "
+            f"where a line crosses the task's own allowance); dotted: the unpruned teachers side by side. Drops beyond the top are cut off.")
 
 
 def matched_blocks(comp: Comparison, opts: Options, figures: dict[str, Path]) -> list[Block]:

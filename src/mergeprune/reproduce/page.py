@@ -154,7 +154,8 @@ def caption(stem: str) -> str:
     if kind.startswith("curves"):
         return (f"{stem.replace('_', ' ')}: trade-off curves, the cheapest FLOPs of each task subset "
                 f"(x) at a worst validation drop of at most y points below the teachers, per method "
-                f"(line: mean over seeds, band: min-max; dashed: the {TOLERANCE:g}-point tolerance)")
+                f"(line: mean over seeds, band: min-max; dashed: the {TOLERANCE:g}-point tolerance; shaded above "
+                "it: the standard error matched accuracy also allows, up to the largest of the preset's tasks)")
     return stem.replace("_", " ")
 
 
