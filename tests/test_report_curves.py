@@ -24,12 +24,14 @@ import shutil
 import struct
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from conftest import REPORT_FIXTURES
 from mergeprune.report import (
+    Options,
     comparisons,
     cost_sentence,
     frontier,
@@ -40,7 +42,8 @@ from mergeprune.report import (
     matched_stats,
     seed_stat,
 )
-from mergeprune.report.curves import band, front_at
+from mergeprune.report.curve_figures import allowance_top
+from mergeprune.report.curves import band, front_at, reference
 
 FIXTURES = Path(__file__).parent / "fixtures" / "report_curves"
 SEVEN = math.sqrt(20000)  # sample std of two values 100 apart on either side: 141.42...
@@ -268,3 +271,13 @@ def test_spread_script_rows_equal_the_hand_computed_seed_statistics(tmp_path: Pa
     done = subprocess.run([sys.executable, str(script), str(FIXTURES), "--json", str(out)],
                           capture_output=True, text=True, check=True)
     assert "| pam/" in done.stdout and json.loads(out.read_text())
+
+
+def test_figures_shade_up_to_the_largest_allowance_of_the_comparison() -> None:
+    runs = [replace(r, val_size=400) for r in gather([FIXTURES]) if r.ok]
+    comp = comparisons(runs)[0]
+    refs = [p for r in comp.runs if r.ok for p in reference(r).values()]
+    worst = max(100 * math.sqrt(p * (1 - p) / 400) for p in refs)
+    assert allowance_top(comp, Options([], Path("."), 1.0)) == pytest.approx(1.0 + worst)
+    assert allowance_top(comp, Options([], Path("."), 1.0, noise_z=0.0)) == 1.0
+    assert allowance_top(comparisons(list(gather([FIXTURES])))[0], Options([], Path("."), 1.0)) == 1.0  # sizes unknown
