@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mergeprune.report.compare import Comparison, Options, method_label
-from mergeprune.report.curves import Band, band, curve_metric, frontier, reference
+from mergeprune.report.curves import Band, allowances, band, curve_metric, frontier
 from mergeprune.report.matched import curve_methods, matched_subsets
 from mergeprune.report.plotting import (
     grid,
@@ -38,8 +38,7 @@ def drop_limit(fronts: list[list[tuple[float, float]]], tolerance: float) -> flo
 def allowance_top(comp: Comparison, opts: Options) -> float:
     """The largest drop matched accuracy allows over the comparison's runs and tasks (the tolerance
     when no run knows its validation size)."""
-    allowed = [opts.rule.allowed(ref, r.val_size) for r in comp.runs if r.ok for ref in reference(r).values()]
-    return max(allowed, default=opts.tolerance)
+    return max((a for r in comp.runs if r.ok for a in allowances(r, opts.rule).values()), default=opts.tolerance)
 
 
 def staircase(b: Band, costs: list[float]) -> tuple[list[float], list[float]]:

@@ -165,11 +165,15 @@ def point_drop(point: Point, tasks: Iterable[str], ref: dict[str, float]) -> flo
     return max(drops.values()) if drops else None
 
 
-def within(run: Run, point: Point, tasks: Iterable[str], rule: Rule) -> bool:
-    """Whether every task of the point is within the rule's allowance of its teacher on validation."""
-    ref = reference(run)
+def allowances(run: Run, rule: Rule) -> dict[str, float]:
+    """The largest validation drop (points) the rule allows each of the run's teachers."""
+    return {t: rule.allowed(p, run.val_size) for t, p in reference(run).items()}
+
+
+def meets(point: Point, tasks: Iterable[str], ref: dict[str, float], allowed: dict[str, float]) -> bool:
+    """Whether every task of the point is within its allowance of its teacher on validation."""
     drops = task_drops(point, tasks, ref) or {}
-    return bool(drops) and all(d <= rule.allowed(ref[t], run.val_size) + EPS for t, d in drops.items())
+    return bool(drops) and all(d <= allowed[t] + EPS for t, d in drops.items())
 
 
 def point_cost(point: Point, key: str, metric: str) -> float | None:
@@ -231,12 +235,13 @@ def cheapest(options: list[tuple[float, float, Point]]) -> tuple[float, float, P
 def matched(run: Run, subset: str, tolerance: float | Rule,
             metric: str = "flops") -> Matched | None:
     """The subset's cost at matched accuracy and the points chosen (None when not reached)."""
-    found, rule = pieces(run, subset), as_rule(tolerance)
+    found = pieces(run, subset)
     if not found:
         return None
+    ref, allowed = reference(run), allowances(run, as_rule(tolerance))
     chosen = []
     for piece in found:
-        ok = [o for o in candidates(run, piece, metric) if within(run, o[2], piece.tasks, rule)]
+        ok = [o for o in candidates(run, piece, metric) if meets(o[2], piece.tasks, ref, allowed)]
         if not ok:
             return None
         chosen.append((piece, cheapest(ok)))

@@ -21,7 +21,7 @@ from typing import Any
 
 from mergeprune import report as rp
 from mergeprune.reproduce.archive import restore_sweep
-from mergeprune.reproduce.presets import NOISE_Z, TOLERANCE
+from mergeprune.reproduce.presets import REPORT_ARGS
 from mergeprune.results import write_json
 
 SRC = Path(__file__).resolve().parents[2]  # the folder holding this package: the jobs import it too
@@ -52,7 +52,7 @@ def run_preset(name: str, root: Path, overrides: list[str], archive: Path | None
                 "returncode": code, "commit": commit, "machine": machine()})
     write_json(sweep / "reproduce.json", {"preset": name, "launches": history})
     log.info("reproduce: %s: exit %d after %.0f s", name, code, seconds)
-    rp.main([str(sweep), "--out", str(sweep / "report"), "--tolerance", str(TOLERANCE), "--noise-z", str(NOISE_Z)])
+    rp.main([str(sweep), "--out", str(sweep / "report"), *REPORT_ARGS])
     return code
 
 

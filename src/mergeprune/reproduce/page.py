@@ -21,9 +21,9 @@ from mergeprune.reproduce.claims import Checks
 from mergeprune.reproduce.history import history_blocks
 from mergeprune.reproduce.launch import git_commit, launches, machine, preset_command
 from mergeprune.reproduce.presets import (
-    NOISE_Z,
     PLAIN,
     PRESETS,
+    REPORT_ARGS,
     RULE,
     TOLERANCE,
     Preset,
@@ -139,7 +139,7 @@ def draw_figures(sweep: Path, dest: Path, kind: str) -> list[rp.Block]:
     if kind in ("alpha", "relatedness"):
         return []
     with tempfile.TemporaryDirectory() as tmp:
-        rp.main([str(sweep), "--out", tmp, "--tolerance", str(TOLERANCE), "--noise-z", str(NOISE_Z)])
+        rp.main([str(sweep), "--out", tmp, *REPORT_ARGS])
         pngs = sorted(Path(tmp).glob("*.png"), key=figure_rank)
         if pngs:
             dest.mkdir(parents=True)

@@ -18,6 +18,7 @@ TOLERANCE = 1.0  # accuracy points a task may lose against its teacher (the repo
 NOISE_Z = 1.0  # and standard errors of the teacher's validation accuracy: the pruners' noise_z
 RULE = Rule(TOLERANCE, NOISE_Z)  # matched accuracy as the pruners accept a step (pruner/accept.py)
 PLAIN = Rule(TOLERANCE)  # the tolerance alone, shown beside each check
+REPORT_ARGS = ["--tolerance", str(TOLERANCE), "--noise-z", str(NOISE_Z)]  # mergeprune-report by RULE
 # the config folder the jobs read (as mergeprune.cli finds it)
 CONF_DIR = Path(os.environ.get("MERGEPRUNE_CONF", Path(__file__).resolve().parents[3] / "conf"))
 KINDS = ("admm", "mergers", "grouping", "alpha", "relatedness", "variant")

@@ -7,7 +7,7 @@ networks put on any merger's gain over no merging.
 from __future__ import annotations
 
 from mergeprune import report as rp
-from mergeprune.report.curves import candidates, pieces, reference, trajectory, within
+from mergeprune.report.curves import allowances, candidates, meets, pieces, reference, trajectory
 from mergeprune.reproduce.claims import Check, matched_ratio
 from mergeprune.reproduce.sweeps import by_seed, live_at_matched
 
@@ -185,7 +185,7 @@ def allowance_text(runs: list[rp.Run], rule: rp.Rule) -> str | None:
     sizes, allowed = set(), []
     for run in (r for r in runs if r.ok and r.val_size):
         sizes.add(run.val_size)
-        allowed += [rule.allowed(p, run.val_size) for p in reference(run).values()]
+        allowed += allowances(run, rule).values()
     if not allowed:
         return None
     n = " or ".join(f"{s:,}" for s in sorted(sizes))
@@ -208,7 +208,7 @@ def edge_drops(run: rp.Run, task: str, rule: rp.Rule) -> tuple[float, float, flo
     if not pruned:
         return None
     drop, cost, point = min(pruned, key=lambda o: (o[1], o[0]))
-    if within(run, point, [task], rule):
+    if meets(point, [task], reference(run), allowances(run, rule)):
         return None
     reached = rp.matched(run, task, rule)
     return drop, cost, reached.cost if reached else None

@@ -231,9 +231,9 @@ def gain_answer(gains: dict[float, list[float]], subset: str) -> str:
     if len(known) < 2:
         return "Too few steps with both mergers at matched accuracy to tell."
     first, last = min(known), max(known)
-    (m0, s0), (m1, s1) = rp.mean_std(known[first]), rp.mean_std(known[last])
+    m0, m1 = rp.mean_std(known[first])[0], rp.mean_std(known[last])[0]
     k = slope([(x, y) for x, ys in known.items() for y in ys])
-    beyond = abs(m1 - m0) > max(s0, s1) if len(known[first]) > 1 and len(known[last]) > 1 else None
+    beyond = step_beyond(known[first], known[last])
     verdict = ("shrinks, as the paper reports" if m1 < m0 and beyond else
                "grows, against the paper's report" if m1 > m0 and beyond else
                "changes by less than the seed spread (or the spread is unknown), so no trend can be claimed")
